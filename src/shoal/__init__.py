@@ -1,0 +1,5 @@
+"""Shoal: a data mesh in a box."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

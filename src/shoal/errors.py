@@ -1,0 +1,138 @@
+"""Shoal's exceptions: one root, each class with a user-facing message and an exit code.
+
+    ShoalError                  exit 1   something went wrong that has no better class
+    ├── UsageError              exit 2   the command, its options or an input file are wrong
+    │   └── SourceError         exit 2   a source cannot be read (unknown kind, bad file, ...)
+    ├── ContractViolation       exit 3   the data breaks its product's data contract
+    ├── NotFoundError           exit 4   a node home, product, version or file does not exist
+    ├── ConflictError           exit 5   the change clashes with existing state
+    │   └── BreakingChangeError exit 5   a new contract breaks consumers without a major bump
+    └── RefusedError            exit 6   not allowed: permission or SQL lock-down
+        └── LockdownError       exit 6   user SQL tried to leave its sandbox
+
+Each class carries `exit_code` (for the CLI) and `http_status` (for the servers) as class
+attributes, so callers never map errors by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BreakingChangeError",
+    "ConflictError",
+    "ContractViolation",
+    "LockdownError",
+    "NotFoundError",
+    "RefusedError",
+    "RuleFailure",
+    "ShoalError",
+    "SourceError",
+    "UsageError",
+]
+
+
+class ShoalError(Exception):
+    """Root of every error Shoal raises on purpose; `str(err)` is the message for users."""
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, Any]:
+        """Give the error as JSON-ready data for `--json` output and HTTP responses."""
+        data: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
+        if self.hint:
+            data["hint"] = self.hint
+        return data
+
+
+class UsageError(ShoalError):
+    exit_code = 2
+    http_status = 400
+
+
+class SourceError(UsageError):
+    """A source could not be read: unknown kind, unreadable or malformed file."""
+
+
+class NotFoundError(ShoalError):
+    exit_code = 4
+    http_status = 404
+
+
+class ConflictError(ShoalError):
+    exit_code = 5
+    http_status = 409
+
+
+class BreakingChangeError(ConflictError):
+    """A contract change would break consumers and its major version was not raised."""
+
+
+class RefusedError(ShoalError):
+    exit_code = 6
+    http_status = 403
+
+
+class LockdownError(RefusedError):
+    """User SQL tried something the locked-down engine does not allow."""
+
+
+class RuleFailure:
+    """One failed contract rule: which rule, how many rows broke it, and a few of them."""
+
+    __slots__ = ("column", "count", "detail", "rule", "samples")
+
+    def __init__(
+        self,
+        rule: str,
+        column: str | None,
+        count: int,
+        detail: str,
+        samples: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.rule = rule
+        self.column = column
+        self.count = count
+        self.detail = detail
+        self.samples = samples or []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "column": self.column,
+            "count": self.count,
+            "detail": self.detail,
+            "samples": self.samples,
+        }
+
+    def __repr__(self) -> str:
+        return f"RuleFailure({self.rule!r}, {self.column!r}, count={self.count})"
+
+
+class ContractViolation(ShoalError):
+    """The data breaks its contract; nothing was written. `failures` lists each failed rule."""
+
+    exit_code = 3
+    http_status = 422
+
+    def __init__(self, product: str, failures: list[RuleFailure]) -> None:
+        lines = [f"data for product '{product}' breaks its contract; nothing was written:"]
+        for failure in failures:
+            where = f" on column '{failure.column}'" if failure.column else ""
+            lines.append(f"  - {failure.rule}{where}: {failure.count} bad row(s); {failure.detail}")
+            lines.extend(f"      e.g. {sample}" for sample in failure.samples[:5])
+        super().__init__("\n".join(lines))
+        self.product = product
+        self.failures = failures
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["product"] = self.product
+        data["failures"] = [failure.to_dict() for failure in self.failures]
+        return data
