@@ -4,7 +4,8 @@
       settings.yaml         node settings (the `Settings` model below)
       keys/node.key         Ed25519 private key, mode 0600 (node.pub beside it)
       products/<name>/      one folder per product (see `shoal.products`)
-      tmp/                  staging area for publishes; emptied when the node opens
+      locks/<product>.lock  held while a publish or contract change of <product> runs
+      tmp/                  scratch for publishes; what a dead publish left is swept on open
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shoal.crypto import NodeKey, generate_key, load_key
 from shoal.errors import ConflictError, NotFoundError, ShoalError, UsageError
-from shoal.names import check_name
+from shoal.names import NAME_RULE, check_name, is_valid_name
 
 __all__ = ["DEFAULT_HOME", "HOME_ENV", "Home", "Settings", "create_home", "open_home"]
 
@@ -68,7 +69,9 @@ class Settings(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        return check_name(value, "node")
+        if not is_valid_name(value):
+            raise ValueError(f"invalid node name {value!r}: must be {NAME_RULE}")
+        return value
 
     @field_validator("region")
     @classmethod
@@ -111,15 +114,6 @@ class Home:
         finished file can be renamed into place)."""
         self.tmp_dir.mkdir(exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir))
-
-    def clear_tmp(self) -> None:
-        """Drop scratch files left by a publish that never finished."""
-        if self.tmp_dir.exists():
-            for child in self.tmp_dir.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
 
 
 def resolve_home(home: str | Path | None) -> Path:

@@ -105,7 +105,7 @@ class LockedSession:
             relation = self._con.sql(statement)
             if relation is None:
                 raise LockdownError("only statements that return rows are allowed")
-            return relation.fetch_record_batch(65_536)
+            return relation.to_arrow_reader(65_536)
         except duckdb.PermissionException as exc:
             raise LockdownError(f"refused by the SQL sandbox: {_duck_message(exc)}") from exc
         except duckdb.CatalogException as exc:

@@ -1,0 +1,424 @@
+"""The `shoal` command line: parse, call a `Node`, render. No logic of its own.
+
+Errors are `ShoalError`s: the message goes to stderr and the process exits with the error's
+code; a traceback only with --debug (or SHOAL_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from shoal import __version__
+from shoal.config import resolve_home
+from shoal.errors import ShoalError, UsageError
+from shoal.node import Node
+from shoal.products import Mode
+from shoal.sources import SourceOptions, supported
+
+__all__ = ["app", "main"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="shoal",
+    help="Shoal: a data mesh in a box. Each node owns versioned, contract-checked data "
+    "products and answers SQL over them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+contract_app = typer.Typer(help="Show or replace a product's data contract.", no_args_is_help=True)
+app.add_typer(contract_app, name="contract")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Node home folder [env SHOAL_HOME; default ./.shoal].",
+        envvar="SHOAL_HOME",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+class _State:
+    """Per-invocation flags set by the root callback."""
+
+    debug = False
+
+
+def _debug() -> bool:
+    return _State.debug or os.environ.get("SHOAL_DEBUG", "") not in ("", "0")
+
+
+def handles_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a ShoalError into its message on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ShoalError as exc:
+            if _debug():
+                raise
+            err.print(f"error: {exc.message}", markup=False)
+            if exc.hint:
+                err.print(f"hint: {exc.hint}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _open(home: Path | None) -> Node:
+    return Node.open(resolve_home(home))
+
+
+def _print_json(data: Any) -> None:
+    out.print(json.dumps(data, indent=2, default=str), markup=False)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and debug logs.")
+    ] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"shoal {__version__}")
+        raise typer.Exit(0)
+    _State.debug = debug
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+
+
+@app.command()
+@handles_errors
+def init(
+    name: Annotated[str, typer.Option("--name", help="Node name: lowercase letters, digits, _.")],
+    region: Annotated[
+        str, typer.Option("--region", help="Jurisdiction label, e.g. eu-de.")
+    ] = "local",
+    home: HomeOption = None,
+) -> None:
+    """Create a node home: settings, an Ed25519 node key and an empty product store."""
+    root = resolve_home(home)
+    node = Node.init(root, name, region)
+    out.print(f"created node '{node.name}' (region {node.home.settings.region}) in {root}")
+
+
+@app.command(epilog=f"Supported sources: {supported()}.")
+@handles_errors
+def publish(
+    product: Annotated[str, typer.Argument(help="Product name, e.g. sales.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A file (.csv .tsv .parquet .json .ndjson .xlsx) or a database URL "
+            "(sqlite:///file.db, postgresql://...)."
+        ),
+    ],
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="append, overwrite, or upsert (needs a key).")
+    ] = Mode.APPEND,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Upsert key columns: COL[,COL...].")
+    ] = None,
+    contract: Annotated[
+        Path | None, typer.Option("--contract", help="ODCS contract YAML to publish under.")
+    ] = None,
+    table: Annotated[str | None, typer.Option("--table", help="Database table to read.")] = None,
+    query: Annotated[str | None, typer.Option("--query", help="Database query to read.")] = None,
+    sheet: Annotated[str | None, typer.Option("--sheet", help="Excel sheet name.")] = None,
+    delimiter: Annotated[
+        str | None, typer.Option("--delimiter", help="CSV delimiter (detected if omitted).")
+    ] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option("--header/--no-header", help="CSV has a header row (detected if omitted)."),
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="CSV encoding (detected if omitted).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the version.")] = False,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Publish a source as the next version of a data product, checked against its contract."""
+    node = _open(home)
+    keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
+    options = SourceOptions(
+        table=table,
+        query=query,
+        sheet=sheet,
+        delimiter=delimiter,
+        header=header,
+        encoding=encoding,
+    )
+    show_progress = not quiet and not as_json and err.is_terminal
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("publishing {task.description}: {task.completed:,.0f} rows read"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    ) as bar:
+        task = bar.add_task(product, total=None)
+        result = node.publish(
+            product,
+            source,
+            mode=mode,
+            key=keys,
+            contract_file=contract,
+            options=options,
+            progress=lambda rows: bar.update(task, completed=rows),
+        )
+    if quiet:
+        out.print(str(result.version))
+    elif as_json:
+        _print_json(result.to_dict())
+    else:
+        inferred = " (contract inferred, status draft)" if result.contract_inferred else ""
+        out.print(
+            f"published {node.name}.{result.product} version {result.version}: "
+            f"{result.rows_added:,} rows {result.mode}ed, {result.rows_total:,} in total, "
+            f"in {result.seconds:.2f} s{inferred}"
+        )
+
+
+@app.command()
+@handles_errors
+def products(as_json: JsonOption = False, home: HomeOption = None) -> None:
+    """List this node's products."""
+    node = _open(home)
+    items = node.list_products()
+    if as_json:
+        _print_json([item.to_dict() for item in items])
+        return
+    if not items:
+        out.print("no products yet; publish one with `shoal publish NAME FILE`")
+        return
+    table = Table("product", "version", "rows", "size", "last publish", "contract")
+    for item in items:
+        table.add_row(
+            f"{item.owner}.{item.name}",
+            str(item.version),
+            f"{item.rows:,}",
+            _size(item.size_bytes),
+            item.last_publish,
+            f"{item.contract_version} ({item.contract_status})",
+        )
+    out.print(table)
+
+
+@app.command()
+@handles_errors
+def describe(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Show a product's schema with classifications, its contract and its versions."""
+    node = _open(home)
+    info = node.describe(product)
+    versions = node.history(product)
+    if as_json:
+        data = info.to_dict()
+        data["versions"] = [v.to_dict() for v in versions]
+        _print_json(data)
+        return
+    out.print(f"[bold]{info.owner}.{info.name}[/bold]  version {info.version}")
+    out.print(
+        f"{info.rows:,} rows in {info.files} file(s), {_size(info.size_bytes)}; "
+        f"last publish {info.last_publish}"
+    )
+    out.print(f"contract {info.contract_version} ({info.contract_status})")
+    table = Table("column", "type", "required", "unique", "classification", "pii", "rules")
+    for col in info.columns:
+        table.add_row(
+            str(col["name"]),
+            str(col["type"]),
+            "yes" if col.get("required") else "",
+            "key" if col.get("primary_key") else ("yes" if col.get("unique") else ""),
+            str(col.get("classification") or ""),
+            "yes" if col.get("pii") else "",
+            str(col.get("rules") or ""),
+        )
+    out.print(table)
+    out.print(f"{len(versions)} version(s); see `shoal history {product}`")
+
+
+@app.command()
+@handles_errors
+def history(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """List every version of a product: number, time, mode, rows added/removed, files."""
+    node = _open(home)
+    versions = node.history(product)
+    if as_json:
+        _print_json([v.to_dict() for v in versions])
+        return
+    table = Table("version", "time", "mode", "rows added", "rows removed", "files", "contract")
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            v.time,
+            v.mode,
+            f"{v.rows_added:,}",
+            f"{v.rows_removed:,}",
+            f"+{v.files_added} -{v.files_removed}",
+            v.contract_version,
+        )
+    out.print(table)
+
+
+@contract_app.command("show")
+@handles_errors
+def contract_show(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    home: HomeOption = None,
+) -> None:
+    """Print a product's contract (ODCS YAML)."""
+    node = _open(home)
+    out.print(node.contract_text(product), markup=False, end="")
+
+
+@contract_app.command("set")
+@handles_errors
+def contract_set(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    file: Annotated[Path, typer.Argument(help="The new contract (ODCS YAML).")],
+    home: HomeOption = None,
+) -> None:
+    """Replace a product's contract; a breaking change needs a higher major version."""
+    node = _open(home)
+    contract = node.set_contract(product, file)
+    out.print(f"contract of {node.name}.{product} is now version {contract.version}")
+
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+@app.command()
+@handles_errors
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only SQL statement (DuckDB dialect).")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the result to this file.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Answer SQL over this node's products (as NODE.PRODUCT or plain PRODUCT)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise UsageError("parquet output is binary: give -o FILE or redirect stdout")
+    node = _open(home)
+    reader = node.sql(query)
+    max_rows = node.home.settings.sql_max_rows
+    if fmt in ("table", "json"):
+        result = _read_bounded(reader, max_rows)
+        if fmt == "table":
+            _render_table(result, output)
+        else:
+            _write_text(json.dumps(result.to_pylist(), default=str, indent=1) + "\n", output)
+        return
+    target: Any = str(output) if output is not None else sys.stdout.buffer
+    if fmt == "csv":
+        with pacsv.CSVWriter(target, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+    else:
+        with pq.ParquetWriter(target, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+
+
+@app.command()
+@handles_errors
+def demo(
+    keep: Annotated[
+        Path | None, typer.Option("--keep", help="Build the demo node here and keep it.")
+    ] = None,
+) -> None:
+    """Run the demo: a fresh node, generated retail data published, a few queries."""
+    from shoal.demo import run_demo
+
+    run_demo(out, keep)
+
+
+def _read_bounded(reader: pa.RecordBatchReader, max_rows: int) -> pa.Table:
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in reader:
+        rows += batch.num_rows
+        if rows > max_rows:
+            raise UsageError(
+                f"the result has more than {max_rows:,} rows",
+                hint="add LIMIT, or write it with --format csv|parquet -o FILE",
+            )
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def _render_table(result: pa.Table, output: Path | None) -> None:
+    table = Table(*result.column_names)
+    for row in result.to_pylist():
+        table.add_row(*(Text("NULL" if v is None else str(v)) for v in row.values()))
+    if output is not None:
+        with output.open("w", encoding="utf-8") as handle:
+            Console(file=handle, width=200).print(table)
+        return
+    out.print(table)
+    out.print(f"({result.num_rows:,} row{'s' if result.num_rows != 1 else ''})")
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def _size(num: int) -> str:
+    value = float(num)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{num} B"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="shoal")
+

@@ -1,0 +1,294 @@
+"""The product store: one Delta Lake table per product under the node home.
+
+    products/<name>/
+      table/              the Delta Lake table (readable by any Delta reader)
+      contract.yaml       the product's current data contract (ODCS YAML)
+      contract.yaml.next  a contract waiting for its publish to commit (crash recovery)
+
+Every publish is one Delta commit whose commit info carries Shoal's own facts under
+`shoal.*` keys (version number, mode, rows added and removed, contract version), so the
+history needs no second file that could disagree with the table.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+from deltalake import DeltaTable
+
+from shoal.config import Home
+from shoal.contracts import Contract, dump_contract, load_contract
+from shoal.errors import ConflictError, NotFoundError, ShoalError
+from shoal.names import check_name
+
+__all__ = ["ProductInfo", "ProductStore", "VersionInfo", "atomic_write"]
+
+META_PREFIX = "shoal."
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a product, as `shoal history` shows it."""
+
+    version: int
+    delta_version: int
+    time: str
+    mode: str
+    rows_added: int
+    rows_removed: int
+    files_added: int
+    files_removed: int
+    contract_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    """A product's summary, as `shoal products` and `shoal describe` show it."""
+
+    name: str
+    owner: str
+    version: int
+    rows: int
+    files: int
+    size_bytes: int
+    last_publish: str
+    contract_version: str
+    contract_status: str
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a crash leaves the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ProductStore:
+    """Reads and lays out the products of one node home."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.root = home.products_dir
+
+    # -- layout -------------------------------------------------------------------------
+    def product_dir(self, name: str) -> Path:
+        return self.root / check_name(name, "product")
+
+    def table_dir(self, name: str) -> Path:
+        return self.product_dir(name) / "table"
+
+    def contract_path(self, name: str) -> Path:
+        return self.product_dir(name) / "contract.yaml"
+
+    def exists(self, name: str) -> bool:
+        return DeltaTable.is_deltatable(str(self.table_dir(name)))
+
+    def names(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(
+            child.name
+            for child in self.root.iterdir()
+            if child.is_dir() and DeltaTable.is_deltatable(str(child / "table"))
+        )
+
+    # -- locking and recovery -----------------------------------------------------------
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Hold the product's write lock; a second writer is refused, not queued."""
+        # Locks live outside products/ so a failed first publish leaves no product folder.
+        locks = self.home.root / "locks"
+        locks.mkdir(exist_ok=True)
+        fd = os.open(locks / f"{check_name(name, 'product')}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise ConflictError(
+                    f"another publish or contract change of '{name}' is running; try again"
+                ) from exc
+            self._finish_contract_switch(name)
+            yield
+        finally:
+            os.close(fd)
+
+    def sweep_staging(self) -> None:
+        """Remove scratch folders of publishes that died; live publishes hold their lock."""
+        tmp = self.home.tmp_dir
+        if not tmp.exists():
+            return
+        for child in tmp.iterdir():
+            # Scratch folders are named <purpose>-<product>-<random> (see Home.new_tmp_dir).
+            product = child.name.partition("-")[2].rpartition("-")[0]
+            if not (self.home.root / "locks" / f"{product}.lock").exists():
+                if _older_than(child, 24 * 3600):
+                    shutil.rmtree(child, ignore_errors=True)
+                continue
+            try:
+                with self.locked(product):
+                    shutil.rmtree(child, ignore_errors=True)
+            except ConflictError:
+                continue  # a publish of that product is running now
+
+    def _finish_contract_switch(self, name: str) -> None:
+        """Complete or drop a contract left waiting by a publish that crashed.
+
+        The waiting contract belongs to the table's latest commit when that commit names its
+        hash; otherwise the publish never committed and the waiting file is dropped.
+        """
+        pending = self.contract_path(name).with_suffix(".yaml.next")
+        if not pending.exists():
+            return
+        digest = hashlib.sha256(pending.read_bytes()).hexdigest()
+        committed = self.exists(name) and self._latest_meta(name).get("contract_sha256") == digest
+        if committed:
+            pending.replace(self.contract_path(name))
+        else:
+            pending.unlink()
+
+    # -- reading ------------------------------------------------------------------------
+    def table(self, name: str, version: int | None = None) -> DeltaTable:
+        """Open the product's Delta table, at a Shoal version when given."""
+        if not self.exists(name):
+            raise NotFoundError(f"no product '{name}' on node '{self.home.settings.name}'")
+        table = DeltaTable(str(self.table_dir(name)))
+        if version is not None:
+            table.load_as_version(self._delta_version_of(name, version))
+        return table
+
+    def dataset(self, name: str, version: int | None = None) -> pads.Dataset:
+        """Give the product (at a version) as an Arrow dataset that DuckDB can scan."""
+        return self.table(name, version).to_pyarrow_dataset()
+
+    def contract(self, name: str) -> Contract:
+        path = self.contract_path(name)
+        if not path.exists():
+            raise NotFoundError(f"product '{name}' has no contract")
+        return load_contract(path.read_text(encoding="utf-8"))
+
+    def contract_text(self, name: str) -> str:
+        self.contract(name)  # validates and gives NotFoundError when missing
+        return self.contract_path(name).read_text(encoding="utf-8")
+
+    def write_contract(self, name: str, contract: Contract) -> None:
+        atomic_write(self.contract_path(name), dump_contract(contract).encode("utf-8"))
+
+    def history(self, name: str) -> list[VersionInfo]:
+        """Every published version, oldest first."""
+        table = self.table(name)
+        versions: list[VersionInfo] = []
+        for commit in table.history():
+            meta = _shoal_meta(commit)
+            if "version" not in meta:
+                continue  # a commit Shoal did not make (e.g. maintenance by another tool)
+            metrics = commit.get("operationMetrics") or {}
+            versions.append(
+                VersionInfo(
+                    version=int(meta["version"]),
+                    delta_version=int(commit["version"]),
+                    time=_iso(int(commit["timestamp"])),
+                    mode=str(meta.get("mode", "")),
+                    rows_added=int(meta.get("rows_added", 0)),
+                    rows_removed=int(meta.get("rows_removed", 0)),
+                    files_added=int(meta.get("files_added", metrics.get("num_added_files", 0))),
+                    files_removed=int(
+                        meta.get("files_removed", metrics.get("num_removed_files", 0))
+                    ),
+                    contract_version=str(meta.get("contract_version", "")),
+                )
+            )
+        return sorted(versions, key=lambda item: item.version)
+
+    def latest_version(self, name: str) -> int:
+        return int(self._latest_meta(name).get("version", 0)) if self.exists(name) else 0
+
+    def info(self, name: str) -> ProductInfo:
+        table = self.table(name)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        rows = int(pa.compute.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+        size = int(pa.compute.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
+        history = self.history(name)
+        contract = self.contract(name)
+        return ProductInfo(
+            name=name,
+            owner=self.home.settings.name,
+            version=history[-1].version if history else 0,
+            rows=rows,
+            files=actions.num_rows,
+            size_bytes=size,
+            last_publish=history[-1].time if history else "",
+            contract_version=contract.version,
+            contract_status=str(contract.status),
+            columns=contract.columns_summary(),
+        )
+
+    def _latest_meta(self, name: str) -> dict[str, str]:
+        table = DeltaTable(str(self.table_dir(name)))
+        history = table.history(1)
+        return _shoal_meta(history[0]) if history else {}
+
+    def _delta_version_of(self, name: str, version: int) -> int:
+        for item in self.history(name):
+            if item.version == version:
+                return item.delta_version
+        latest = self.latest_version(name)
+        raise NotFoundError(f"product '{name}' has no version {version} (latest is {latest})")
+
+
+def _shoal_meta(commit: dict[str, Any]) -> dict[str, str]:
+    """Pick Shoal's own keys out of a Delta commit info."""
+    meta = {k[len(META_PREFIX) :]: v for k, v in commit.items() if k.startswith(META_PREFIX)}
+    if "version" not in meta:
+        return {}
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()}
+
+
+def _iso(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="seconds")
+
+
+def delta_error(exc: Exception, name: str) -> ShoalError:
+    """Turn a Delta Lake error during a commit into a user-facing error."""
+    text = str(exc)
+    if "already exists" in text or "Conflict" in text or "concurrent" in text.lower():
+        return ConflictError(f"another writer changed '{name}' at the same time; try again")
+    return ShoalError(f"could not write product '{name}': {text.splitlines()[0]}")

@@ -1,0 +1,133 @@
+"""The locked-down SQL session: every escape the issue names is tried and refused."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from shoal.engine import LockedSession, quote_identifier
+from shoal.errors import LockdownError, NotFoundError, UsageError
+
+
+@pytest.fixture
+def session():
+    with LockedSession(memory_limit="512MB", threads=1) as s:
+        s.expose({("berlin", "sales"): pa.table({"id": [1, 2, 3], "amount": [1.5, 2.5, 3.0]})})
+        s.lock()
+        yield s
+
+
+def test_product_visible_qualified_and_plain(session):
+    assert session.run("SELECT sum(amount) AS s FROM berlin.sales").read_all().to_pylist() == [
+        {"s": 7.0}
+    ]
+    assert session.run("SELECT count(*) AS n FROM sales").read_all().column("n")[0].as_py() == 3
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_blob('/etc/hostname')",
+        "SELECT * FROM read_parquet('/tmp/x.parquet')",
+        "SELECT * FROM glob('/*')",
+        "SELECT * FROM 'data.csv'",
+        "COPY berlin.sales TO 'out.csv'",
+        "COPY (SELECT 1) TO '/tmp/shoal-escape.csv'",
+        "ATTACH '/tmp/other.db' AS other",
+        "ATTACH ':memory:' AS other",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "LOAD parquet",
+        "SET memory_limit = '64GB'",
+        "SET enable_external_access = true",
+        "RESET lock_configuration",
+        "PRAGMA version",
+        "PRAGMA enable_profiling",
+        "EXPORT DATABASE '/tmp/shoal-export'",
+        "IMPORT DATABASE '/tmp/shoal-export'",
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE VIEW v AS SELECT 1",
+        "INSERT INTO berlin.sales VALUES (4, 1.0)",
+        "DELETE FROM berlin.sales",
+        "UPDATE berlin.sales SET amount = 0",
+        "DROP VIEW berlin.sales",
+        "CALL pragma_version()",
+        "CHECKPOINT",
+        "DETACH memory",
+        "USE berlin",
+        "BEGIN TRANSACTION",
+        "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')",
+        "SELECT 1; SELECT 2",
+        "SELECT 1; COPY (SELECT 1) TO '/tmp/x.csv'",
+    ],
+)
+def test_escapes_are_refused(session, sql, tmp_path):
+    with pytest.raises(LockdownError):
+        session.run(sql)
+
+
+def test_escape_attempts_touch_no_file(session, tmp_path):
+    target = tmp_path / "leak.csv"
+    with pytest.raises(LockdownError):
+        session.run(f"COPY (SELECT * FROM berlin.sales) TO '{target}'")
+    assert not target.exists()
+
+
+def test_python_variables_are_not_scanned(session):
+    secret_table = pa.table({"x": [42]})  # noqa: F841 -- a replacement scan would find it
+    with pytest.raises(NotFoundError):
+        session.run("SELECT * FROM secret_table")
+
+
+def test_bad_sql_is_a_usage_error(session):
+    with pytest.raises(UsageError):
+        session.run("SELEC 1")
+    with pytest.raises(UsageError):
+        session.run("SELECT nosuchcolumn FROM berlin.sales")
+
+
+def test_unknown_table_is_not_found(session):
+    with pytest.raises(NotFoundError):
+        session.run("SELECT * FROM nowhere.nothing")
+
+
+def test_empty_statement_is_refused(session):
+    with pytest.raises(LockdownError):
+        session.run("   ")
+
+
+def test_explain_is_allowed(session):
+    rows = session.run("EXPLAIN SELECT * FROM berlin.sales").read_all()
+    assert rows.num_rows >= 1
+
+
+def test_configuration_is_locked_after_lock(session):
+    with pytest.raises(LockdownError):
+        session.run("SET threads = 1")
+    setting = session.run(
+        "SELECT value FROM duckdb_settings() WHERE name = 'enable_external_access'"
+    ).read_all()
+    assert setting.column("value")[0].as_py() == "false"
+
+
+def test_same_name_in_two_schemas_gets_no_plain_alias():
+    with LockedSession(memory_limit="256MB") as s:
+        s.expose(
+            {
+                ("berlin", "sales"): pa.table({"a": [1]}),
+                ("paris", "sales"): pa.table({"a": [2]}),
+            }
+        )
+        assert s.run("SELECT a FROM paris.sales").read_all().column("a")[0].as_py() == 2
+        with pytest.raises(NotFoundError):
+            s.run("SELECT * FROM sales")
+
+
+@pytest.mark.parametrize("name", ['plain', 'with"quote', "with space", "ünïcode"])
+def test_quote_identifier_round_trips(name):
+    with LockedSession(memory_limit="256MB") as s:
+        s.expose({("main", name): pa.table({"v": [1]})}, aliases=False)
+        got = s.run(f"SELECT v FROM main.{quote_identifier(name)}").read_all()
+        assert got.column("v")[0].as_py() == 1
