@@ -14,8 +14,7 @@ from shoal.names import check_name
 
 def snapshot(root):
     return sorted(
-        (str(p.relative_to(root)), p.read_bytes() if p.is_file() else b"")
-        for p in root.rglob("*")
+        (str(p.relative_to(root)), p.read_bytes() if p.is_file() else b"") for p in root.rglob("*")
     )
 
 

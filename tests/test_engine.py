@@ -125,7 +125,7 @@ def test_same_name_in_two_schemas_gets_no_plain_alias():
             s.run("SELECT * FROM sales")
 
 
-@pytest.mark.parametrize("name", ['plain', 'with"quote', "with space", "ünïcode"])
+@pytest.mark.parametrize("name", ["plain", 'with"quote', "with space", "ünïcode"])
 def test_quote_identifier_round_trips(name):
     with LockedSession(memory_limit="256MB") as s:
         s.expose({("main", name): pa.table({"v": [1]})}, aliases=False)

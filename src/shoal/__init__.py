@@ -1,8 +1,8 @@
 """Shoal: a data mesh in a box.
 
-    >>> import shoal
-    >>> mesh = shoal.connect("./.shoal")
-    >>> mesh.sql("SELECT store, sum(amount) FROM sales GROUP BY ALL").df()
+>>> import shoal
+>>> mesh = shoal.connect("./.shoal")
+>>> mesh.sql("SELECT store, sum(amount) FROM sales GROUP BY ALL").df()
 """
 
 from __future__ import annotations

@@ -101,9 +101,7 @@ def _print_json(data: Any) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks and debug logs.")
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     if version:
@@ -421,4 +419,3 @@ def _size(num: int) -> str:
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="shoal")
-

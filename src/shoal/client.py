@@ -46,7 +46,7 @@ class Result:
         return polars.from_arrow(self._table)
 
     def __len__(self) -> int:
-        return self._table.num_rows
+        return int(self._table.num_rows)
 
     def __repr__(self) -> str:
         return f"Result({self._table.num_rows} rows, columns={self._table.column_names})"

@@ -1,11 +1,11 @@
 """A node's home directory: its layout, its settings file and how it is created.
 
-    <home>/
-      settings.yaml         node settings (the `Settings` model below)
-      keys/node.key         Ed25519 private key, mode 0600 (node.pub beside it)
-      products/<name>/      one folder per product (see `shoal.products`)
-      locks/<product>.lock  held while a publish or contract change of <product> runs
-      tmp/                  scratch for publishes; what a dead publish left is swept on open
+<home>/
+  settings.yaml         node settings (the `Settings` model below)
+  keys/node.key         Ed25519 private key, mode 0600 (node.pub beside it)
+  products/<name>/      one folder per product (see `shoal.products`)
+  locks/<product>.lock  held while a publish or contract change of <product> runs
+  tmp/                  scratch for publishes; what a dead publish left is swept on open
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def create_home(root: Path, name: str, region: str = "local") -> Home:
         generate_key().save(staging / "keys" / "node.key")
         _write_settings(staging / SETTINGS_FILE, settings)
         staging.chmod(0o755)
-        os.replace(staging, root)  # an empty `root` is replaced atomically
+        staging.replace(root)  # an empty `root` is replaced atomically
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

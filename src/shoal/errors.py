@@ -115,7 +115,7 @@ class RuleFailure:
         return f"RuleFailure({self.rule!r}, {self.column!r}, count={self.count})"
 
 
-class ContractViolation(ShoalError):
+class ContractViolation(ShoalError):  # noqa: N818 -- the name the issue and users use
     """The data breaks its contract; nothing was written. `failures` lists each failed rule."""
 
     exit_code = 3

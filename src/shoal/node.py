@@ -145,7 +145,9 @@ class Node:
     def sql(self, query: str) -> pa.RecordBatchReader:
         """Run one read-only SQL statement over this node's products (latest versions)."""
         settings = self.home.settings
-        session = LockedSession(memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
+        session = LockedSession(
+            memory_limit=settings.sql_memory_limit, threads=settings.sql_threads
+        )
         tables = {(self.name, name): self.products.dataset(name) for name in self.products.names()}
         session.expose(tables)
         session.lock()

@@ -286,11 +286,13 @@ def test_sql_matches_duckdb_on_the_same_data(node, write_parquet):
 
     table = pa.table(ORDERS)
     node.publish("orders", str(write_parquet(table)))
-    query = "SELECT store, count(*) AS n, sum(amount) AS total FROM {} GROUP BY store ORDER BY store"
+    query = (
+        "SELECT store, count(*) AS n, sum(amount) AS total FROM {} GROUP BY store ORDER BY store"
+    )
     got = node.sql(query.format("berlin.orders")).read_all().to_pylist()
     con = duckdb.connect()
     con.register("oracle", table)
-    want = con.execute(query.format("oracle")).to_arrow_table().to_pylist()
+    want = con.sql(query.format("oracle")).to_arrow_table().to_pylist()
     assert got == want
 
 

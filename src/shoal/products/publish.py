@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -32,7 +31,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import DeltaError
-from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+from deltalake.transaction import (
+    AddAction,
+    CommitProperties,
+    RemoveAction,
+    create_table_with_add_actions,
+)
 
 from shoal.contracts import (
     Contract,
@@ -259,9 +263,9 @@ def _check_unique_keys(con: Any, keys: list[str], name: str) -> None:
     """An upsert needs each key at most once in the new data, or the merge is ambiguous."""
     cols = ", ".join(quote_identifier(k) for k in keys)
     dup_sql = f"SELECT {cols}, count(*) AS n FROM new_rows GROUP BY ALL HAVING count(*) > 1"
-    total = con.execute(f"SELECT coalesce(sum(n), 0) FROM ({dup_sql})").fetchone()[0]
+    total = con.execute(f"SELECT coalesce(sum(n), 0) FROM ({dup_sql})").fetchall()[0][0]
     if total:
-        samples = con.execute(f"{dup_sql} LIMIT 5").fetch_arrow_table().to_pylist()
+        samples = con.sql(f"{dup_sql} LIMIT 5").to_arrow_table().to_pylist()
         failure = RuleFailure(
             "upsert key",
             ",".join(keys),
@@ -272,16 +276,16 @@ def _check_unique_keys(con: Any, keys: list[str], name: str) -> None:
         raise ContractViolation(name, [failure])
 
 
-def _upsert_keys(mode: Mode, key: Sequence[str] | None, contract: Contract, exists: bool) -> list[str]:
+def _upsert_keys(
+    mode: Mode, key: Sequence[str] | None, contract: Contract, exists: bool
+) -> list[str]:
     if mode is not Mode.UPSERT:
         if key:
             raise UsageError("--key is only used with --mode upsert")
         return []
     keys = list(key) if key else contract.primary_key()
     if not keys:
-        raise UsageError(
-            "--mode upsert needs --key COL[,COL...] or a primary key in the contract"
-        )
+        raise UsageError("--mode upsert needs --key COL[,COL...] or a primary key in the contract")
     unknown = [k for k in keys if k not in contract.column_names()]
     if unknown:
         raise UsageError(f"upsert key column(s) not in the contract: {', '.join(unknown)}")
@@ -310,25 +314,34 @@ def _commit(
     try:
         if table is not None and mode is Mode.UPSERT:
             return _merge(table, staged, keys, meta)
-        if schema_changed and mode is Mode.APPEND:
+        if table is not None and schema_changed and mode is Mode.APPEND:
             # Delta takes new columns only through a schema merge, which writes its own files.
             data = pads.dataset([str(p) for p in staged.files], schema=staged.schema)
             props = _commit_properties(meta, staged.rows, 0, len(staged.files), 0)
             write_deltalake(
-                table, data.scanner().to_reader(), mode="append", schema_mode="merge",
+                table,
+                data.scanner().to_reader(),
+                mode="append",
+                schema_mode="merge",
                 commit_properties=props,
             )
             return staged.rows, 0
         table_dir.mkdir(parents=True, exist_ok=True)
-        actions = [_move_into_table(path, table_dir) for path in staged.files]
-        files_removed = len(table.file_uris()) if table is not None and mode is Mode.OVERWRITE else 0
-        props = _commit_properties(meta, staged.rows, rows_removed, len(actions), files_removed)
+        added = [_move_into_table(path, table_dir) for path in staged.files]
+        files_removed = (
+            len(table.file_uris()) if table is not None and mode is Mode.OVERWRITE else 0
+        )
+        props = _commit_properties(meta, staged.rows, rows_removed, len(added), files_removed)
         if table is None:
             create_table_with_add_actions(
-                str(table_dir), Schema.from_arrow(staged.schema), actions, mode="error",
+                str(table_dir),
+                Schema.from_arrow(staged.schema),
+                added,
+                mode="error",
                 commit_properties=props,
             )
         else:
+            actions: list[AddAction | RemoveAction] = list(added)
             table.create_write_transaction(
                 actions, mode=mode.value, schema=staged.schema, commit_properties=props
             )
@@ -341,7 +354,9 @@ def _commit(
     return staged.rows, rows_removed
 
 
-def _merge(table: DeltaTable, staged: _Staged, keys: list[str], meta: dict[str, Any]) -> tuple[int, int]:
+def _merge(
+    table: DeltaTable, staged: _Staged, keys: list[str], meta: dict[str, Any]
+) -> tuple[int, int]:
     predicate = " AND ".join(
         f"target.{quote_identifier(k)} = source.{quote_identifier(k)}" for k in keys
     )
@@ -381,7 +396,7 @@ def _stringify(meta: dict[str, Any]) -> dict[str, str]:
 def _move_into_table(path: Path, table_dir: Path) -> AddAction:
     """Rename a staged file into the table folder and describe it for the Delta log."""
     target = table_dir / path.name
-    os.replace(path, target)
+    path.replace(target)
     stat = target.stat()
     rows = pq.ParquetFile(target).metadata.num_rows
     return AddAction(

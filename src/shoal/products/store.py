@@ -279,7 +279,9 @@ def _shoal_meta(commit: dict[str, Any]) -> dict[str, str]:
     meta = {k[len(META_PREFIX) :]: v for k, v in commit.items() if k.startswith(META_PREFIX)}
     if "version" not in meta:
         return {}
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()}
+    return {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()
+    }
 
 
 def _iso(millis: int) -> str:
