@@ -125,7 +125,8 @@ class ContractViolation(ShoalError):  # noqa: N818 -- the name the issue and use
         lines = [f"data for product '{product}' breaks its contract; nothing was written:"]
         for failure in failures:
             where = f" on column '{failure.column}'" if failure.column else ""
-            lines.append(f"  - {failure.rule}{where}: {failure.count} bad row(s); {failure.detail}")
+            count = f" {failure.count:,} bad row(s);" if failure.count else ""
+            lines.append(f"  - {failure.rule}{where}:{count} {failure.detail}")
             lines.extend(f"      e.g. {sample}" for sample in failure.samples[:5])
         super().__init__("\n".join(lines))
         self.product = product

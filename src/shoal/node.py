@@ -14,12 +14,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from shoal.config import Home, create_home, open_home
-from shoal.contracts import Contract, ContractCheck, check_evolution, load_contract
-from shoal.engine import LockedSession, trusted_connection
+from shoal.contracts import Contract, check_evolution, load_contract
+from shoal.engine import LockedSession
 from shoal.errors import UsageError
 from shoal.names import check_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
-from shoal.products.publish import Progress
+from shoal.products.publish import Progress, check_current_data
 from shoal.sources import KINDS, SourceOptions, open_source
 
 __all__ = ["Node"]
@@ -126,20 +126,9 @@ class Node:
         with self.products.locked(product):
             current = self.products.contract(product)
             check_evolution(current, new)
-            self._check_current_data(product, new)
+            check_current_data(self.products, product, new)
             self.products.write_contract(product, new)
         return new
-
-    def _check_current_data(self, product: str, contract: Contract) -> None:
-        check = ContractCheck(contract)
-        dataset = self.products.dataset(product)
-        check.check_columns(dataset.schema)
-        check.raise_if_failed(product)
-        with trusted_connection() as con:
-            con.register("__current", dataset)
-            con.execute("CREATE VIEW all_rows AS SELECT * FROM __current")
-            check.check_rows(con, new_rows="all_rows", all_rows="all_rows")
-        check.raise_if_failed(product)
 
     # -- SQL ----------------------------------------------------------------------------
     def sql(self, query: str) -> pa.RecordBatchReader:

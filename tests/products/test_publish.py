@@ -259,8 +259,13 @@ def test_set_contract_refuses_breaking_change_without_major_bump(node, write_par
         node.set_contract("orders", path)
     assert node.contract_text("orders") == text
     path.write_text(removed.replace("version: 1.0.0", "version: 2.0.0", 1))
-    with pytest.raises(ContractViolation):
+    with pytest.raises(ConflictError, match="drops"):
         node.set_contract("orders", path)  # the current data still has the column
+    assert node.contract_text("orders") == text
+    small = {k: v for k, v in ORDERS.items() if k != "note"}
+    result = node.publish("orders", str(write_parquet(small)), mode="overwrite", contract_file=path)
+    assert result.contract_version == "2.0.0"
+    assert rows(node, "SELECT * FROM orders LIMIT 1")[0].keys() == small.keys()
 
 
 def test_set_contract_must_fit_current_data(node, write_parquet, tmp_path):
@@ -357,3 +362,45 @@ def _with_primary_key(text: str, name: str) -> str:
                 prop["primaryKey"] = True
                 prop["primaryKeyPosition"] = 1
     return dump_contract(type(contract).model_validate(data))
+
+
+def test_set_contract_may_add_an_optional_column(node, write_parquet, tmp_path):
+    node.publish("orders", str(write_parquet(ORDERS)))
+    contract = load_contract(node.contract_text("orders"))
+    data = contract.model_dump(by_alias=True, exclude_none=True)
+    data["schema"][0]["properties"].append(
+        {"name": "channel", "logicalType": "string", "physicalType": "string"}
+    )
+    path = tmp_path / "more.yaml"
+    path.write_text(dump_contract(type(contract).model_validate(data)))
+    node.set_contract("orders", path)
+    more = dict(ORDERS) | {"channel": ["web", "shop", "web", None]}
+    result = node.publish("orders", str(write_parquet(more)))
+    assert result.rows_total == 8
+    got = rows(node, "SELECT count(channel) AS n FROM orders")
+    assert got == [{"n": 3}]
+
+
+def test_set_contract_adding_a_required_column_fails_on_current_rows(node, write_parquet, tmp_path):
+    node.publish("orders", str(write_parquet(ORDERS)))
+    contract = load_contract(node.contract_text("orders"))
+    data = contract.model_dump(by_alias=True, exclude_none=True)
+    data["version"] = "2.0.0"
+    data["schema"][0]["properties"].append(
+        {"name": "channel", "logicalType": "string", "required": True}
+    )
+    path = tmp_path / "more.yaml"
+    path.write_text(dump_contract(type(contract).model_validate(data)))
+    with pytest.raises(ContractViolation) as info:
+        node.set_contract("orders", path)
+    assert [(f.rule, f.column, f.count) for f in info.value.failures] == [
+        ("required", "channel", 4)
+    ]
+
+
+def test_first_publish_of_a_header_only_file_marks_nothing_required(node, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("order_id,store\n")
+    result = node.publish("orders", str(path))
+    assert result.rows_total == 0
+    assert not any(c["required"] for c in node.contract("orders").columns_summary())

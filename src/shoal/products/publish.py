@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema, write_deltalake
@@ -51,7 +52,7 @@ from shoal.engine import quote_identifier, trusted_connection
 from shoal.errors import ConflictError, ContractViolation, RuleFailure, UsageError
 from shoal.products.store import META_PREFIX, ProductStore, atomic_write, delta_error
 
-__all__ = ["Mode", "PublishResult", "publish"]
+__all__ = ["Mode", "PublishResult", "check_current_data", "publish"]
 
 log = logging.getLogger("shoal.products.publish")
 
@@ -112,7 +113,7 @@ def publish(
         staging = store.home.new_tmp_dir(f"publish-{name}-")
         try:
             staged = _stage(reader, contract, staging, store, name, progress)
-            if inferred:
+            if inferred and staged.rows:  # with no rows, no column has shown it is never null
                 with trusted_connection() as con:
                     _register_new_rows(con, staged, staged.schema)
                     counts = null_counts(con, "new_rows", staged.schema.names)
@@ -156,6 +157,35 @@ def publish(
         contract_version=contract.version,
         contract_inferred=inferred,
     )
+
+
+def check_current_data(store: ProductStore, name: str, contract: Contract) -> None:
+    """Check a product's current rows against a new contract, as a publish would.
+
+    Columns the contract adds and the data lacks read as nulls, so adding an optional
+    column passes and adding a required one fails with its count of rows.
+    """
+    dataset = store.dataset(name)
+    present = set(dataset.schema.names)
+    target = ContractCheck(contract).arrow_schema
+    dropped = sorted(present - set(target.names))
+    if dropped:
+        raise ConflictError(
+            f"the current data of '{name}' has column(s) {', '.join(dropped)} that the new "
+            "contract drops",
+            hint="publish the new data with --mode overwrite --contract FILE instead",
+        )
+    projection = {
+        f.name: pc.field(f.name) if f.name in present else pc.scalar(pa.scalar(None, f.type))
+        for f in target
+    }
+    reader = dataset.scanner(columns=projection).to_reader()
+    staging = store.home.new_tmp_dir(f"check-{name}-")
+    try:
+        staged = _stage(reader, contract, staging, store, name, None)
+        _check_rows(store, name, contract, staged, Mode.OVERWRITE, [], exists=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass
@@ -432,10 +462,3 @@ def _delta_kind(data_type: pa.DataType) -> str:
 
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _refuse_schema_change(name: str) -> ConflictError:
-    return ConflictError(
-        f"the data of '{name}' no longer fits the table's columns",
-        hint="publish with --mode overwrite after raising the contract's major version",
-    )

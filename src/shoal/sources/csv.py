@@ -28,7 +28,7 @@ import pyarrow as pa
 from shoal.engine import trusted_connection
 from shoal.errors import SourceError
 from shoal.sources.base import BATCH_ROWS, SourceOptions
-from shoal.sources.files import describe_path, existing_file, sql_string
+from shoal.sources.files import describe_path, existing_file, sql_string, utf8_named
 
 __all__ = ["CsvSource"]
 
@@ -64,33 +64,78 @@ class CsvSource:
             delimiter = options.delimiter
             if delimiter is None and spec.lower().endswith((".tsv", ".tab")):
                 delimiter = "\t"
-            with trusted_connection() as con:
-                yield _read(con, readable, path, delimiter, options.header)
+            with utf8_named(readable, options.scratch_dir) as named, trusted_connection() as con:
+                yield _read(con, named, path, delimiter, options.header)
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
 
 
 def detect_encoding(path: Path) -> str:
-    """Name the encoding of a text file; refuse empty and binary files."""
+    """Name the encoding of a text file; refuse empty, binary and over-long-line files.
+
+    One pass over the bytes checks UTF-8 and line lengths together; DuckDB's own sniffer
+    needs minutes to give up on a gigabyte-long line, this pass about a second.
+    """
     with path.open("rb") as handle:
         head = handle.read(64 * 1024)
         if not head:
             raise SourceError(f"{describe_path(path)} is empty")
-        for bom, encoding in _BOMS:
-            if head.startswith(bom):
-                return encoding
-        if b"\x00" in head:
+        if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             raise SourceError(f"{describe_path(path)} looks binary, not a text CSV file")
         handle.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
-        try:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return _legacy_encoding(path)
-    return "utf-8"
+        utf8 = True
+        since_newline = 0
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            since_newline = _check_line_lengths(chunk, since_newline, path)
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+        if utf8:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                utf8 = False
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    return "utf-8" if utf8 else _legacy_encoding(path)
+
+
+def _check_line_lengths(chunk: bytes, since_newline: int, path: Path) -> int:
+    """Give the bytes after the chunk's last newline; refuse a line over the limit."""
+    first = chunk.find(b"\n")
+    if first < 0:
+        since_newline += len(chunk)
+    else:
+        longest_inside = _longest_gap(chunk, first)
+        if since_newline + first > MAX_LINE_BYTES or longest_inside > MAX_LINE_BYTES:
+            since_newline = MAX_LINE_BYTES + 1
+        else:
+            since_newline = len(chunk) - chunk.rfind(b"\n") - 1
+    if since_newline > MAX_LINE_BYTES:
+        raise SourceError(
+            f"{describe_path(path)} has a line longer than {MAX_LINE_BYTES // 2**20} MiB"
+        )
+    return since_newline
+
+
+def _longest_gap(chunk: bytes, first: int) -> int:
+    """Longest stretch between newlines in a chunk, probing only where one could hide.
+
+    A gap longer than the limit must contain a whole window of `MAX_LINE_BYTES` without a
+    newline, so looking for a newline in each such window is enough (a few calls a chunk).
+    """
+    start = first
+    while start + MAX_LINE_BYTES < len(chunk):
+        nxt = chunk.find(b"\n", start + 1, start + MAX_LINE_BYTES + 2)
+        if nxt < 0:
+            return MAX_LINE_BYTES + 1
+        start = chunk.rfind(b"\n", nxt, start + MAX_LINE_BYTES + 1)
+    return 0
 
 
 def _legacy_encoding(path: Path) -> str:
@@ -150,15 +195,27 @@ def _read(
 def _sniff(con: Any, location: str, shown: Path) -> tuple[str, bool]:
     try:
         row = con.execute(
-            f"SELECT Delimiter, HasHeader FROM sniff_csv({location}, "
+            f"SELECT Delimiter, HasHeader, len(Columns) FROM sniff_csv({location}, "
             f"max_line_size={MAX_LINE_BYTES}, sample_size=20480)"
         ).fetchall()[0]
     except duckdb.Error as exc:
         raise _csv_error(exc, shown) from exc
-    delimiter, has_header = str(row[0]), bool(row[1])
+    delimiter, has_header, columns = str(row[0]), bool(row[1]), int(row[2])
+    if columns == 1:
+        # A ragged file makes the sniffer fall back to one column holding whole lines;
+        # if the first line has a usual delimiter, read with it so ragged rows show.
+        delimiter = _usual_delimiter(shown) or delimiter
     if _line_count_at_most_one(shown):
         has_header = True  # one line can only be a header (a data row needs a header above)
     return delimiter, has_header
+
+
+def _usual_delimiter(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        first = handle.readline(MAX_LINE_BYTES)
+    counts = {d: first.count(d.encode()) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else None
 
 
 def _line_count_at_most_one(path: Path) -> bool:
@@ -173,7 +230,8 @@ def _guarded(reader: pa.RecordBatchReader, shown: Path) -> pa.RecordBatchReader:
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from reader
-        except (duckdb.Error, pa.ArrowInvalid) as exc:
+        except (duckdb.Error, pa.ArrowInvalid, OSError) as exc:
+            # DuckDB's errors reach a stream reader as Arrow I/O errors.
             raise _csv_error(exc, shown) from exc
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())

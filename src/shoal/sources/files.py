@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from shoal.errors import SourceError
 
-__all__ = ["describe_path", "existing_file", "sql_string"]
+__all__ = ["describe_path", "existing_file", "sql_string", "utf8_named"]
 
 
 def existing_file(spec: str) -> Path:
@@ -32,3 +36,26 @@ def describe_path(path: Path) -> str:
 def sql_string(text: str) -> str:
     """Quote `text` as a SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+@contextmanager
+def utf8_named(path: Path, scratch_dir: Path | None) -> Iterator[Path]:
+    """Give a path to the same file whose name DuckDB can take (it needs UTF-8 names).
+
+    A name with bytes that are not UTF-8 (common on USB sticks from old tills) is reached
+    through a symlink with a plain name in a scratch folder.
+    """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="name-", dir=scratch_dir))
+    try:
+        link = scratch / f"source{path.suffix.encode('ascii', 'ignore').decode()}"
+        link.symlink_to(path.resolve())
+        yield link
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

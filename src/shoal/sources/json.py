@@ -16,7 +16,7 @@ import pyarrow as pa
 from shoal.engine import trusted_connection
 from shoal.errors import SourceError
 from shoal.sources.base import BATCH_ROWS, SourceOptions
-from shoal.sources.files import describe_path, existing_file, sql_string
+from shoal.sources.files import describe_path, existing_file, sql_string, utf8_named
 
 __all__ = ["JsonSource"]
 
@@ -39,11 +39,11 @@ class JsonSource:
         if head[:1] not in (b"{", b"["):
             raise SourceError(f"{shown} is not JSON objects (an array or one object per line)")
         style = "newline_delimited" if spec.lower().endswith((".ndjson", ".jsonl")) else "auto"
-        sql = (
-            f"SELECT * FROM read_json({sql_string(str(path))}, format={sql_string(style)}, "
-            "sample_size=-1, maximum_object_size=67108864)"
-        )
-        with trusted_connection() as con:
+        with utf8_named(path, options.scratch_dir) as named, trusted_connection() as con:
+            sql = (
+                f"SELECT * FROM read_json({sql_string(str(named))}, format={sql_string(style)}, "
+                "sample_size=-1, maximum_object_size=67108864)"
+            )
             try:
                 reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
             except duckdb.Error as exc:
@@ -52,7 +52,7 @@ class JsonSource:
             def batches() -> Iterator[pa.RecordBatch]:
                 try:
                     yield from reader
-                except duckdb.Error as exc:
+                except (duckdb.Error, OSError) as exc:
                     raise SourceError(f"cannot read {shown} as JSON: {_first_line(exc)}") from exc
 
             yield pa.RecordBatchReader.from_batches(reader.schema, batches())

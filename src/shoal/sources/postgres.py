@@ -42,6 +42,8 @@ class PostgresSource:
         try:
             cursor = con.cursor()
             try:
+                # The driver has already begun a transaction: make that one read-only too.
+                cursor.execute("SET TRANSACTION READ ONLY")
                 cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
                 cursor.execute(query)
                 reader = cursor.fetch_record_batch()
