@@ -3,6 +3,7 @@
     ShoalError                  exit 1   something went wrong that has no better class
     ├── UsageError              exit 2   the command, its options or an input file are wrong
     │   └── SourceError         exit 2   a source cannot be read (unknown kind, bad file, ...)
+    │       └── TypeDriftError  exit 2   a late value does not fit its sampled column type
     ├── ContractViolation       exit 3   the data breaks its product's data contract
     ├── NotFoundError           exit 4   a node home, product, version or file does not exist
     ├── ConflictError           exit 5   the change clashes with existing state
@@ -28,6 +29,7 @@ __all__ = [
     "RuleFailure",
     "ShoalError",
     "SourceError",
+    "TypeDriftError",
     "UsageError",
 ]
 
@@ -58,6 +60,14 @@ class UsageError(ShoalError):
 
 class SourceError(UsageError):
     """A source could not be read: unknown kind, unreadable or malformed file."""
+
+
+class TypeDriftError(SourceError):
+    """A value late in a file does not fit the type sniffed from a sample of its rows.
+
+    Reading again with exact types (every row looked at) fixes it; a publish does that by
+    itself, since a failed publish has written nothing.
+    """
 
 
 class NotFoundError(ShoalError):

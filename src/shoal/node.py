@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow as pa
 from shoal.config import Home, create_home, open_home
 from shoal.contracts import Contract, check_evolution, load_contract
 from shoal.engine import LockedSession
-from shoal.errors import UsageError
+from shoal.errors import TypeDriftError, UsageError
 from shoal.names import check_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
 from shoal.products.publish import Progress, check_current_data
@@ -74,18 +75,28 @@ class Node:
             raise UsageError(f"unknown mode {mode!r}; choose one of {choices}") from exc
         contract = read_contract_file(contract_file) if contract_file is not None else None
         base = options or SourceOptions()
-        scratch = self.home.new_tmp_dir(f"source-{product}-")
-        opts = SourceOptions(
-            table=base.table,
-            query=base.query,
-            sheet=base.sheet,
-            delimiter=base.delimiter,
-            header=base.header,
-            encoding=base.encoding,
-            scratch_dir=scratch,
-        )
         try:
-            with open_source(source, opts) as reader:
+            return self._publish_once(product, source, mode, key, contract, base, progress)
+        except TypeDriftError:
+            # The sampled types missed a late value; nothing was written, so read the
+            # source again looking at every row.
+            log.info("re-reading %s with exact column types", source)
+            exact = replace(base, exact_types=True)
+            return self._publish_once(product, source, mode, key, contract, exact, progress)
+
+    def _publish_once(
+        self,
+        product: str,
+        source: str,
+        mode: Mode,
+        key: Sequence[str] | None,
+        contract: Contract | None,
+        options: SourceOptions,
+        progress: Progress | None,
+    ) -> PublishResult:
+        scratch = self.home.new_tmp_dir(f"source-{product}-")
+        try:
+            with open_source(source, replace(options, scratch_dir=scratch)) as reader:
                 return publish(
                     self.products,
                     product,

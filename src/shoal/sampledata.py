@@ -46,7 +46,10 @@ def orders_sql(rows: int, seed: int = 7, products: int = 200, customers: int = 5
             i + 1 AS order_id,
             {_pick(store_names, _rand(seed, 1))} AS store,
             1 + {_rand(seed, 2)} % {customers} AS customer_id,
+            'customer' || (1 + {_rand(seed, 2)} % {customers}) || '@example.com'
+                AS customer_email,
             1 + {_rand(seed, 3)} % {products} AS product_id,
+            'SKU-' || lpad(CAST(1 + {_rand(seed, 3)} % {products} AS VARCHAR), 6, '0') AS sku,
             1 + {_rand(seed, 4)} % 5 AS quantity,
             round(1.5 + ({_rand(seed, 5)} % 2000) / 100.0, 2) AS unit_price,
             round((1 + {_rand(seed, 4)} % 5) * (1.5 + ({_rand(seed, 5)} % 2000) / 100.0), 2)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from shoal.errors import SourceError
+from shoal.errors import SourceError, TypeDriftError
 from shoal.sources.csv import MAX_LINE_BYTES, detect_encoding
 from tests.sources.util import read
 
@@ -143,13 +143,21 @@ def test_unicode_file_name(tmp_path):
     assert read(path).num_rows == 1
 
 
-def test_value_not_fitting_the_sniffed_type_is_a_clear_error(tmp_path, monkeypatch):
-    import shoal.sources.csv as csv_module
+def test_value_not_fitting_the_sampled_type_raises_type_drift(tmp_path):
+    body = b"a\n" + b"1\n" * 300_000 + b"oops\n"
+    path = write(tmp_path, "late.csv", body)
+    with pytest.raises(TypeDriftError, match="does not fit"):
+        read(path)
+    exact = read(path, exact_types=True)
+    assert str(exact.schema.field("a").type) == "string"
+    assert exact.column("a").to_pylist()[-1] == "oops"
 
-    monkeypatch.setattr(csv_module, "EXACT_TYPES_BYTES", 0)  # force sampled types
-    body = b"a\n" + b"1\n" * 100_000 + b"oops\n"
-    with pytest.raises(SourceError, match="does not fit"):
-        read(write(tmp_path, "late.csv", body))
+
+def test_publish_rereads_with_exact_types_after_type_drift(tmp_path, node):
+    body = b"a,b\n" + b"1,x\n" * 300_000 + b"oops,y\n"
+    result = node.publish("late", str(write(tmp_path, "late.csv", body)))
+    assert result.rows_total == 300_001
+    assert node.contract("late").column("a").logical_type == "string"
 
 
 def test_long_line_is_refused(tmp_path):

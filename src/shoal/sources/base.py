@@ -27,6 +27,8 @@ class SourceOptions:
     delimiter: str | None = None
     header: bool | None = None
     encoding: str | None = None
+    # Type columns from every row instead of a sample (slower; see `TypeDriftError`).
+    exact_types: bool = False
     # Where a reader may put scratch files (e.g. a transcoded copy); on the home's disk.
     scratch_dir: Path | None = None
 

@@ -1,0 +1,45 @@
+"""The benchmarks run in --quick mode, so they never rot; figures come only from full runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_publish_benchmark_quick(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "publish.py"),
+            "--quick",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = results.read_text()
+    assert "<!-- bench:publish -->" in text and "<!-- /bench:publish -->" in text
+    assert "| shoal publish |" in text and "| duckdb COPY to parquet |" in text
+    assert "Ratio shoal/duckdb" in text
+
+
+def test_benchmarks_list_their_knobs():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "publish.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for knob in ("--rows", "--runs", "--quick", "--results"):
+        assert knob in done.stdout
