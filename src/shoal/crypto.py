@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from shoal.errors import ConflictError, ShoalError
 
-__all__ = ["NodeKey", "generate_key", "load_key", "public_key_from_bytes", "verify"]
+__all__ = [
+    "NodeKey",
+    "generate_key",
+    "key_id_of",
+    "load_key",
+    "public_key_from_bytes",
+    "verify",
+]
 
 
 class NodeKey:
@@ -31,8 +38,7 @@ class NodeKey:
 
     @property
     def key_id(self) -> str:
-        """Hex of the first 8 bytes of SHA-256 over the raw public key."""
-        return hashlib.sha256(self.public_bytes).hexdigest()[:16]
+        return key_id_of(self.public_bytes)
 
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
@@ -56,6 +62,11 @@ class NodeKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         path.with_suffix(".pub").write_bytes(public_pem)
+
+
+def key_id_of(public_raw: bytes) -> str:
+    """Give a key's id: hex of the first 8 bytes of SHA-256 over the raw public key."""
+    return hashlib.sha256(public_raw).hexdigest()[:16]
 
 
 def generate_key() -> NodeKey:

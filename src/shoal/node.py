@@ -20,6 +20,7 @@ from shoal.engine import LockedSession
 from shoal.errors import TypeDriftError, UsageError
 from shoal.names import check_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
+from shoal.products.history import locked_product
 from shoal.products.publish import Progress, check_current_data
 from shoal.sources import KINDS, SourceOptions, open_source
 
@@ -134,7 +135,7 @@ class Node:
         """
         check_name(product, "product")
         new = read_contract_file(contract_file)
-        with self.products.locked(product):
+        with locked_product(self.products, product):
             current = self.products.contract(product)
             check_evolution(current, new)
             check_current_data(self.products, product, new)

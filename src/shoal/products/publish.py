@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -50,6 +51,8 @@ from shoal.contracts import (
 )
 from shoal.engine import quote_identifier, trusted_connection
 from shoal.errors import ConflictError, ContractViolation, RuleFailure, UsageError
+from shoal.log import file_sha256
+from shoal.products.history import locked_product
 from shoal.products.store import META_PREFIX, ProductStore, atomic_write, delta_error
 
 __all__ = ["Mode", "PublishResult", "check_current_data", "publish"]
@@ -96,7 +99,7 @@ def publish(
 ) -> PublishResult:
     """Publish the batches of `reader` as the next version of product `name`."""
     started = time.perf_counter()
-    with store.locked(name):
+    with locked_product(store, name) as history:
         exists = store.exists(name)
         current = store.contract(name) if exists else None
         inferred = False
@@ -133,8 +136,10 @@ def publish(
             store.product_dir(name).mkdir(parents=True, exist_ok=True)
             if contract_changed:
                 atomic_write(pending, contract_bytes)
+            history.announce(new_version, {p.name: _durable_sha256(p) for p in staged.files})
             try:
                 added, removed = _commit(store, name, staged, mode, keys, exists, meta)
+                history.catch_up(store.home.key())
             except BaseException:
                 pending.unlink(missing_ok=True)
                 if not exists and not store.exists(name):
@@ -421,6 +426,13 @@ def _commit_properties(
 
 def _stringify(meta: dict[str, Any]) -> dict[str, str]:
     return {f"{META_PREFIX}{key}": str(value) for key, value in meta.items()}
+
+
+def _durable_sha256(path: Path) -> str:
+    """Flush a staged file to disk (the commit will point at it) and give its SHA-256."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    return file_sha256(path)
 
 
 def _move_into_table(path: Path, table_dir: Path) -> AddAction:

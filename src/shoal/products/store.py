@@ -34,7 +34,7 @@ from shoal.contracts import Contract, dump_contract, load_contract
 from shoal.errors import ConflictError, NotFoundError, ShoalError
 from shoal.names import check_name
 
-__all__ = ["ProductInfo", "ProductStore", "VersionInfo", "atomic_write"]
+__all__ = ["ProductInfo", "ProductStore", "VersionInfo", "atomic_write", "rows_changed"]
 
 META_PREFIX = "shoal."
 
@@ -221,14 +221,15 @@ class ProductStore:
             if "version" not in meta:
                 continue  # a commit Shoal did not make (e.g. maintenance by another tool)
             metrics = commit.get("operationMetrics") or {}
+            rows_added, rows_removed = rows_changed(commit)
             versions.append(
                 VersionInfo(
                     version=int(meta["version"]),
                     delta_version=int(commit["version"]),
                     time=_iso(int(commit["timestamp"])),
                     mode=str(meta.get("mode", "")),
-                    rows_added=int(meta.get("rows_added", 0)),
-                    rows_removed=int(meta.get("rows_removed", 0)),
+                    rows_added=rows_added,
+                    rows_removed=rows_removed,
                     files_added=int(meta.get("files_added", metrics.get("num_added_files", 0))),
                     files_removed=int(
                         meta.get("files_removed", metrics.get("num_removed_files", 0))
@@ -272,6 +273,21 @@ class ProductStore:
                 return item.delta_version
         latest = self.latest_version(name)
         raise NotFoundError(f"product '{name}' has no version {version} (latest is {latest})")
+
+
+def rows_changed(commit_info: dict[str, Any]) -> tuple[int, int]:
+    """Give (rows added, rows removed) of a commit; a merge only knows them afterwards,
+    from its own metrics (an updated row counts as one removed and one added)."""
+    meta = commit_info
+    if f"{META_PREFIX}rows_added" in meta:
+        return int(meta[f"{META_PREFIX}rows_added"]), int(meta.get(f"{META_PREFIX}rows_removed", 0))
+    metrics = commit_info.get("operationMetrics") or {}
+    if isinstance(metrics, str):
+        metrics = json.loads(metrics)
+    inserted = int(metrics.get("num_target_rows_inserted", 0))
+    updated = int(metrics.get("num_target_rows_updated", 0))
+    deleted = int(metrics.get("num_target_rows_deleted", 0))
+    return inserted + updated, updated + deleted
 
 
 def _shoal_meta(commit: dict[str, Any]) -> dict[str, str]:

@@ -1,0 +1,292 @@
+"""A product's signed history: every Delta commit Shoal makes becomes a log entry.
+
+The publish pipeline and crash recovery share one path: after the Delta commit (or when a
+product is next locked, if the process died right after it), `ProductHistory.catch_up`
+records the commit as a signed log entry and signs a new checkpoint.
+
+Before a commit the pipeline writes `log/pending.json` (the version it is about to make and
+the SHA-256 of each staged file, fsynced). Recovery completes only the one commit that
+pending names; a Delta commit nobody announced is left unlogged for `verify` to report,
+never signed. Files in the table folder that no version names (a publish that died before
+its commit) are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from shoal.crypto import NodeKey, public_key_from_bytes
+from shoal.log import (
+    ENTRY_VERSION,
+    ChainCheck,
+    FileRef,
+    HistoryError,
+    LogEntry,
+    ProductLog,
+    canonical_json,
+    file_sha256,
+)
+from shoal.merkle import root_from_leaf_hashes
+from shoal.products.store import ProductStore, atomic_write, rows_changed
+
+__all__ = ["ProductHistory", "locked_product", "verify_history"]
+
+log = logging.getLogger("shoal.products.history")
+
+DELTA_LOG = "_delta_log"
+
+
+class ProductHistory:
+    """The log of one product beside its Delta table."""
+
+    def __init__(self, store: ProductStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.table_dir = store.table_dir(name)
+        self.log = ProductLog(store.product_dir(name) / "log", f"{store.home.settings.name}/{name}")
+
+    @property
+    def pending_path(self) -> Path:
+        return self.log.directory / "pending.json"
+
+    # -- around a commit ----------------------------------------------------------------
+    def announce(self, version: int, file_hashes: dict[str, str]) -> None:
+        """Record, durably, the version about to be committed and its staged files."""
+        self.log.directory.mkdir(parents=True, exist_ok=True)
+        data = canonical_json({"version": version, "files": file_hashes})
+        atomic_write(self.pending_path, data)
+
+    def catch_up(self, key: NodeKey) -> int:
+        """Log the announced Delta commit if it is not logged yet; sign the checkpoint.
+
+        Gives the number of entries added (0 or 1).
+        """
+        self.log.repair()
+        entries = self.log.entries()
+        logged = {e.delta_version for e in entries if e.kind == ENTRY_VERSION}
+        commits = self.delta_versions()
+        unlogged = [v for v in commits if v not in logged]
+        pending = self._pending()
+        added = 0
+        if unlogged and pending is not None:
+            commit = self.read_commit(unlogged[0])
+            announced = int(pending["version"])
+            if len(unlogged) == 1 and _meta(commit).get("version") == str(announced):
+                entry = self.entry_for(unlogged[0], entries, key, pending["files"])
+                self.log.append(entry, key)
+                added = 1
+            else:
+                log.warning("%s: Delta commits %s are not announced; not logging", self.name, unlogged)
+        if self.log.size() and (self.log.checkpoint() is None or self._checkpoint_behind()):
+            self.log.sign_checkpoint(key, self.store.home.settings.name)
+        self.pending_path.unlink(missing_ok=True)
+        self.remove_orphans()
+        return added
+
+    def _checkpoint_behind(self) -> bool:
+        checkpoint = self.log.checkpoint()
+        return checkpoint is None or checkpoint.size != self.log.size()
+
+    def _pending(self) -> dict[str, Any] | None:
+        if not self.pending_path.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self.pending_path.read_bytes())
+        except ValueError:
+            return None  # torn by a crash while being written: the commit never happened
+        return data
+
+    def remove_orphans(self) -> None:
+        """Delete data files that no Delta commit names (left by a publish that died)."""
+        if not self.table_dir.exists():
+            return
+        named: set[str] = set()
+        for version in self.delta_versions():
+            commit = self.read_commit(version)
+            named.update(action["add"]["path"] for action in commit if "add" in action)
+            named.update(action["remove"]["path"] for action in commit if "remove" in action)
+        named = {unquote(p) for p in named}
+        for path in self.table_dir.iterdir():
+            if path.is_file() and path.suffix == ".parquet" and path.name not in named:
+                log.info("%s: removing %s, which no version names", self.name, path.name)
+                path.unlink()
+
+    # -- reading the Delta log ----------------------------------------------------------
+    def delta_versions(self) -> list[int]:
+        folder = self.table_dir / DELTA_LOG
+        if not folder.exists():
+            return []
+        return sorted(
+            int(path.stem) for path in folder.glob("*.json") if path.stem.isdigit()
+        )
+
+    def commit_path(self, delta_version: int) -> Path:
+        return self.table_dir / DELTA_LOG / f"{delta_version:020d}.json"
+
+    def read_commit(self, delta_version: int) -> list[dict[str, Any]]:
+        raw = self.commit_path(delta_version).read_bytes()
+        return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+    def entry_for(
+        self,
+        delta_version: int,
+        previous: list[LogEntry],
+        key: NodeKey,
+        known_hashes: dict[str, str],
+    ) -> LogEntry:
+        """Build the log entry describing one Delta commit."""
+        commit_bytes = self.commit_path(delta_version).read_bytes()
+        actions = [json.loads(line) for line in commit_bytes.splitlines() if line.strip()]
+        meta = _meta(actions)
+        live = _files_by_path(previous)
+        added = []
+        for action in actions:
+            if "add" in action:
+                path = unquote(action["add"]["path"])
+                digest = known_hashes.get(path) or file_sha256(self.table_dir / path)
+                added.append(FileRef(path, digest, int(action["add"]["size"])))
+        removed = []
+        for action in actions:
+            if "remove" in action:
+                path = unquote(action["remove"]["path"])
+                ref = live.get(path)
+                if ref is None:
+                    raise HistoryError(self.log.origin, f"Delta removes unknown file {path}")
+                removed.append(ref)
+        schema = next((a["metaData"]["schemaString"] for a in actions if "metaData" in a), None)
+        schema_sha = (
+            hashlib.sha256(schema.encode()).hexdigest()
+            if schema is not None
+            else (previous[-1].schema_sha256 if previous else "")
+        )
+        info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        millis = int(info.get("timestamp", 0))
+        rows_added, rows_removed = rows_changed(info)
+        return LogEntry(
+            kind=ENTRY_VERSION,
+            product=self.name,
+            seq=len(previous),
+            version=int(meta.get("version", "0")),
+            delta_version=delta_version,
+            files_added=tuple(sorted(added, key=lambda f: f.path)),
+            files_removed=tuple(sorted(removed, key=lambda f: f.path)),
+            commit_sha256=hashlib.sha256(commit_bytes).hexdigest(),
+            schema_sha256=schema_sha,
+            contract_sha256=meta.get("contract_sha256", ""),
+            rows_added=rows_added,
+            rows_removed=rows_removed,
+            time=datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds"),
+            key_id=key.key_id,
+            prev=previous[-1].leaf_hash().hex() if previous else "",
+        )
+
+
+@contextmanager
+def locked_product(store: ProductStore, name: str) -> Iterator[ProductHistory]:
+    """Hold the product's write lock with its history caught up (crash recovery)."""
+    with store.locked(name):
+        history = ProductHistory(store, name)
+        if history.log.directory.exists() or store.table_dir(name).exists():
+            history.catch_up(store.home.key())
+        yield history
+
+
+def _meta(actions: list[dict[str, Any]]) -> dict[str, str]:
+    info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    return {k[len("shoal.") :]: str(v) for k, v in info.items() if k.startswith("shoal.")}
+
+
+def _files_by_path(entries: list[LogEntry]) -> dict[str, FileRef]:
+    live: dict[str, FileRef] = {}
+    for entry in entries:
+        for ref in entry.files_removed:
+            live.pop(ref.path, None)
+        for ref in entry.files_added:
+            live[ref.path] = ref
+    return live
+
+
+def verify_history(history: ProductHistory, trusted: dict[str, bytes]) -> dict[str, Any]:
+    """Re-check a product's whole history; raise HistoryError at the first bad entry.
+
+    Per entry, in order: sequence, link and signature (following key rotations); the Delta
+    commit file's hash; that the commit adds exactly the files the entry names; and each
+    file it added, re-hashed (a file a later version removed may have been vacuumed).
+    Then the tree is rebuilt and the latest checkpoint checked against it, and any Delta
+    commit the log does not know is reported. Gives a summary for display.
+    """
+    origin = history.log.origin
+    records = history.log.read()
+    chain = ChainCheck(origin, trusted)
+    live: dict[str, FileRef] = {}
+    hashed_bytes = 0
+    logged: set[int] = set()
+    for entry, signature in records:
+        chain.step(entry, signature)
+        seq = entry.seq
+        if entry.kind != ENTRY_VERSION:
+            continue
+        logged.add(entry.delta_version)
+        where = f"version {entry.version}"
+        commit_path = history.commit_path(entry.delta_version)
+        if not commit_path.exists():
+            raise HistoryError(origin, f"{where}: its Delta commit file is missing", seq=seq)
+        commit_bytes = commit_path.read_bytes()
+        if hashlib.sha256(commit_bytes).hexdigest() != entry.commit_sha256:
+            raise HistoryError(origin, f"{where}: its Delta commit file was changed", seq=seq)
+        actions = [json.loads(line) for line in commit_bytes.splitlines() if line.strip()]
+        in_commit = {unquote(a["add"]["path"]) for a in actions if "add" in a}
+        named = {ref.path for ref in entry.files_added}
+        if in_commit - named:
+            extra = ", ".join(sorted(in_commit - named))
+            raise HistoryError(origin, f"{where}: unknown file present: {extra}", seq=seq)
+        for ref in entry.files_removed:
+            live.pop(ref.path, None)
+        for ref in entry.files_added:
+            live[ref.path] = ref
+    # Files are checked after the walk so that a file removed later may be missing.
+    first_added: dict[str, tuple[LogEntry, FileRef]] = {}
+    for entry, _ in records:
+        for ref in entry.files_added:
+            first_added.setdefault(ref.path, (entry, ref))
+    for path, (entry, ref) in sorted(first_added.items(), key=lambda item: item[1][0].seq):
+        target = history.table_dir / path
+        where = f"version {entry.version}"
+        if not target.exists():
+            if path in live:
+                raise HistoryError(origin, f"{where}: file missing: {path}", seq=entry.seq)
+            continue
+        if file_sha256(target) != ref.sha256:
+            raise HistoryError(origin, f"{where}: file changed: {path}", seq=entry.seq)
+        hashed_bytes += target.stat().st_size
+    unlogged = [v for v in history.delta_versions() if v not in logged]
+    if unlogged:
+        raise HistoryError(origin, f"Delta version(s) {unlogged} are not in the signed log")
+    hashes = [entry.leaf_hash() for entry, _ in records]
+    root = root_from_leaf_hashes(hashes)
+    checkpoint = history.log.checkpoint()
+    if records:
+        if checkpoint is None:
+            raise HistoryError(origin, "the log has no checkpoint")
+        if checkpoint.size != len(records) or checkpoint.root != root:
+            raise HistoryError(
+                origin, f"checkpoint does not match the log (size {checkpoint.size})"
+            )
+        if chain.key is None or not checkpoint.verify(public_key_from_bytes(chain.key), chain.key):
+            raise HistoryError(origin, "checkpoint has a bad signature")
+    return {
+        "product": history.name,
+        "entries": len(records),
+        "version": max((e.version for e, _ in records), default=0),
+        "files": len(live),
+        "bytes_hashed": hashed_bytes,
+        "root": root.hex(),
+    }
