@@ -47,6 +47,8 @@ app = typer.Typer(
 )
 contract_app = typer.Typer(help="Show or replace a product's data contract.", no_args_is_help=True)
 app.add_typer(contract_app, name="contract")
+key_app = typer.Typer(help="Manage the node's signing key.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -318,6 +320,116 @@ def contract_set(
     node = _open(home)
     contract = node.set_contract(product, file)
     out.print(f"contract of {node.name}.{product} is now version {contract.version}")
+
+
+@app.command()
+@handles_errors
+def verify(
+    product: Annotated[
+        str | None, typer.Argument(help="Product to verify; every product when omitted.")
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="A checkpoint saved earlier that history must extend."),
+    ] = None,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Re-hash every file and re-check every signed log entry and checkpoint (exit 7 if bad)."""
+    node = _open(home)
+    if against is not None:
+        if product is None:
+            raise UsageError("--against needs a PRODUCT")
+        note = _read_small_text(against)
+        result = node.verify_against(product, note)
+        if as_json:
+            _print_json(result)
+        else:
+            out.print(
+                f"{node.name}.{product}: history of {result['size']} entries extends the "
+                f"checkpoint of size {result['checkpoint_size']}"
+            )
+        return
+    summaries = node.verify(product)
+    if as_json:
+        _print_json(summaries)
+        return
+    for item in summaries:
+        out.print(
+            f"{node.name}.{item['product']}: ok, {item['entries']} entries to version "
+            f"{item['version']}, {item['files']} live file(s), "
+            f"{_size(item['bytes_hashed'])} re-hashed, root {item['root'][:16]}"
+        )
+    if not summaries:
+        out.print("no products to verify")
+
+
+@app.command("log")
+@handles_errors
+def log_command(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    start: Annotated[int, typer.Option("--from", help="First entry (sequence number).")] = 0,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Show a product's signed log entries."""
+    if start < 0:
+        raise UsageError("--from must be 0 or more")
+    entries = _open(home).log_entries(product, start)
+    if as_json:
+        _print_json(entries)
+        return
+    table = Table("seq", "kind", "version", "time", "rows +/-", "files +/-", "key", "leaf hash")
+    for e in entries:
+        table.add_row(
+            str(e["seq"]),
+            e["kind"],
+            str(e["version"]),
+            e["time"],
+            f"+{e['rows_added']:,} -{e['rows_removed']:,}",
+            f"+{len(e['files_added'])} -{len(e['files_removed'])}",
+            e["key_id"],
+            e["leaf_hash"][:16],
+        )
+    out.print(table)
+
+
+@app.command()
+@handles_errors
+def checkpoint(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    home: HomeOption = None,
+) -> None:
+    """Print the product's latest signed checkpoint (save it to verify --against later)."""
+    out.print(_open(home).checkpoint(product), markup=False, end="")
+
+
+@app.command()
+@handles_errors
+def proof(
+    product: Annotated[str, typer.Argument(help="Product name.")],
+    version: Annotated[int, typer.Option("--version", help="The version to prove.")],
+    home: HomeOption = None,
+) -> None:
+    """Print the inclusion proof of a version in the latest checkpoint, as JSON."""
+    _print_json(_open(home).proof(product, version))
+
+
+@key_app.command("rotate")
+@handles_errors
+def key_rotate(home: HomeOption = None) -> None:
+    """Make a new node key; every product log records the change, signed by the old key."""
+    old, new = _open(home).rotate_key()
+    out.print(f"node key rotated: {old} -> {new} (old key kept in keys/retired/)")
+
+
+def _read_small_text(path: Path) -> str:
+    try:
+        if path.stat().st_size > 64 * 1024:
+            raise UsageError(f"{path} is too large to be a checkpoint")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
 
 
 FORMATS = ("table", "csv", "json", "parquet")

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shoal.crypto import NodeKey, generate_key, load_key
+from shoal.crypto import NodeKey, generate_key, key_id_of, load_key, public_bytes_from_pem
 from shoal.errors import ConflictError, NotFoundError, ShoalError, UsageError
 from shoal.names import NAME_RULE, check_name, is_valid_name
 
@@ -108,6 +108,34 @@ class Home:
 
     def key(self) -> NodeKey:
         return load_key(self.key_path)
+
+    @property
+    def retired_keys_dir(self) -> Path:
+        return self.root / "keys" / "retired"
+
+    def trusted_keys(self) -> dict[str, bytes]:
+        """The node's current and retired public keys by key id (raw bytes)."""
+        paths = [self.key_path.with_suffix(".pub")]
+        if self.retired_keys_dir.exists():
+            paths += sorted(self.retired_keys_dir.glob("*.pub"))
+        keys: dict[str, bytes] = {}
+        for path in paths:
+            raw = public_bytes_from_pem(path.read_bytes())
+            keys[key_id_of(raw)] = raw
+        return keys
+
+    def install_key(self, new: NodeKey) -> None:
+        """Make `new` the node key; the old key pair moves to keys/retired/<key id>.*"""
+        old = self.key()
+        self.retired_keys_dir.mkdir(parents=True, exist_ok=True)
+        staged = self.key_path.with_name("node.next.key")
+        staged.unlink(missing_ok=True)
+        staged.with_suffix(".pub").unlink(missing_ok=True)
+        new.save(staged)
+        self.key_path.replace(self.retired_keys_dir / f"{old.key_id}.key")
+        self.key_path.with_suffix(".pub").replace(self.retired_keys_dir / f"{old.key_id}.pub")
+        staged.replace(self.key_path)
+        staged.with_suffix(".pub").replace(self.key_path.with_suffix(".pub"))
 
     def new_tmp_dir(self, prefix: str) -> Path:
         """Make a private scratch folder under `tmp/` (on the home's file system, so a

@@ -20,6 +20,7 @@ __all__ = [
     "generate_key",
     "key_id_of",
     "load_key",
+    "public_bytes_from_pem",
     "public_key_from_bytes",
     "verify",
 ]
@@ -82,6 +83,14 @@ def load_key(path: Path) -> NodeKey:
     if not isinstance(private, Ed25519PrivateKey):
         raise ShoalError(f"node key {path} is not an Ed25519 key")
     return NodeKey(private)
+
+
+def public_bytes_from_pem(pem: bytes) -> bytes:
+    """Give the raw 32 bytes of an Ed25519 public key saved as PEM."""
+    public = serialization.load_pem_public_key(pem)
+    if not isinstance(public, Ed25519PublicKey):
+        raise ShoalError("not an Ed25519 public key")
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def public_key_from_bytes(raw: bytes) -> Ed25519PublicKey:

@@ -46,12 +46,12 @@ from shoal.merkle import (
 )
 
 __all__ = [
+    "ChainCheck",
     "Checkpoint",
     "FileRef",
     "HistoryError",
     "LogEntry",
     "ProductLog",
-    "ChainCheck",
     "canonical_json",
     "check_chain",
     "note_key_hash",
@@ -286,7 +286,9 @@ class ProductLog:
                 entry = LogEntry.from_body(record["entry"])
                 signature = base64.b64decode(record["signature"], validate=True)
             except (ValueError, KeyError, TypeError) as exc:
-                raise HistoryError(self.origin, f"entry line {number} is unreadable: {exc}") from exc
+                raise HistoryError(
+                    self.origin, f"entry line {number} is unreadable: {exc}"
+                ) from exc
             out.append((entry, signature))
         return out
 
@@ -418,7 +420,9 @@ class ChainCheck:
     def step(self, entry: LogEntry, signature: bytes) -> None:
         seq = self.seq
         if entry.seq != seq:
-            raise HistoryError(self.product, f"sequence number {entry.seq}, expected {seq}", seq=seq)
+            raise HistoryError(
+                self.product, f"sequence number {entry.seq}, expected {seq}", seq=seq
+            )
         if entry.prev != self.prev:
             raise HistoryError(self.product, "broken link to the previous entry", seq=seq)
         key = self.key if self.key is not None else self.trusted.get(entry.key_id)

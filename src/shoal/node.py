@@ -6,21 +6,25 @@ them.
 
 from __future__ import annotations
 
+import base64
 import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from shoal.config import Home, create_home, open_home
 from shoal.contracts import Contract, check_evolution, load_contract
+from shoal.crypto import generate_key, public_key_from_bytes
 from shoal.engine import LockedSession
-from shoal.errors import TypeDriftError, UsageError
+from shoal.errors import NotFoundError, TypeDriftError, UsageError
+from shoal.log import ENTRY_VERSION, Checkpoint, HistoryError
 from shoal.names import check_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
-from shoal.products.history import locked_product
+from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
 from shoal.products.publish import Progress, check_current_data
 from shoal.sources import KINDS, SourceOptions, open_source
 
@@ -38,6 +42,7 @@ class Node:
         self.home = home
         self.products = ProductStore(home)
         self.products.sweep_staging()
+        recover_all(self.products)
 
     @classmethod
     def init(cls, root: Path, name: str, region: str = "local") -> Node:
@@ -141,6 +146,82 @@ class Node:
             check_current_data(self.products, product, new)
             self.products.write_contract(product, new)
         return new
+
+    # -- history ------------------------------------------------------------------------
+    def _history(self, product: str) -> ProductHistory:
+        check_name(product, "product")
+        if not self.products.exists(product):
+            raise NotFoundError(f"no product '{product}' on node '{self.name}'")
+        return ProductHistory(self.products, product)
+
+    def verify(self, product: str | None = None) -> list[dict[str, Any]]:
+        """Re-hash and re-check the history of one product or all; HistoryError if bad."""
+        names = [product] if product is not None else self.products.names()
+        trusted = self.home.trusted_keys()
+        return [verify_history(self._history(name), trusted) for name in names]
+
+    def verify_against(self, product: str, note: str) -> dict[str, Any]:
+        """Prove the local history of `product` extends a checkpoint saved earlier."""
+        history = self._history(product)
+        try:
+            earlier = Checkpoint.parse(note)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        trusted = self.home.trusted_keys()
+        if not any(earlier.verify(public_key_from_bytes(k), k) for k in trusted.values()):
+            raise HistoryError(
+                history.log.origin, "the saved checkpoint is not signed by this node"
+            )
+        history.log.check_extends(earlier)
+        return {"product": product, "checkpoint_size": earlier.size, "size": history.log.size()}
+
+    def log_entries(self, product: str, start: int = 0) -> list[dict[str, Any]]:
+        history = self._history(product)
+        return [
+            entry.body() | {"leaf_hash": entry.leaf_hash().hex()}
+            for entry in history.log.entries()[start:]
+        ]
+
+    def checkpoint(self, product: str) -> str:
+        checkpoint = self._history(product).log.checkpoint()
+        if checkpoint is None:
+            raise NotFoundError(f"product '{product}' has no checkpoint yet")
+        return checkpoint.note()
+
+    def proof(self, product: str, version: int) -> dict[str, Any]:
+        """Give the inclusion proof of a version's entry in the latest checkpoint."""
+        history = self._history(product)
+        entries = history.log.entries()
+        matches = [e for e in entries if e.kind == ENTRY_VERSION and e.version == version]
+        if not matches:
+            raise NotFoundError(f"product '{product}' has no version {version}")
+        entry = matches[0]
+        checkpoint = history.log.checkpoint()
+        size = checkpoint.size if checkpoint is not None else len(entries)
+        proof = history.log.inclusion(entry.seq, size)
+        return {
+            "product": product,
+            "version": version,
+            "seq": entry.seq,
+            "tree_size": size,
+            "leaf_hash": base64.b64encode(entry.leaf_hash()).decode(),
+            "root": base64.b64encode(history.log.root(size)).decode(),
+            "proof": [base64.b64encode(p).decode() for p in proof],
+            "entry": entry.body(),
+        }
+
+    def rotate_key(self) -> tuple[str, str]:
+        """Make a new node key; each product's log records the change, signed by the old key.
+
+        Gives (old key id, new key id).
+        """
+        old = self.home.key()
+        new = generate_key()
+        for name in self.products.names():
+            with locked_product(self.products, name) as history:
+                history.record_key_rotation(old, new, self.name)
+        self.home.install_key(new)
+        return old.key_id, new.key_id
 
     # -- SQL ----------------------------------------------------------------------------
     def sql(self, query: str) -> pa.RecordBatchReader:

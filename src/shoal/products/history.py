@@ -13,6 +13,7 @@ its commit) are removed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -24,7 +25,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from shoal.crypto import NodeKey, public_key_from_bytes
+from shoal.errors import ConflictError
 from shoal.log import (
+    ENTRY_KEY_ROTATION,
     ENTRY_VERSION,
     ChainCheck,
     FileRef,
@@ -33,11 +36,13 @@ from shoal.log import (
     ProductLog,
     canonical_json,
     file_sha256,
+    now_iso,
 )
 from shoal.merkle import root_from_leaf_hashes
+from shoal.names import is_valid_name
 from shoal.products.store import ProductStore, atomic_write, rows_changed
 
-__all__ = ["ProductHistory", "locked_product", "verify_history"]
+__all__ = ["ProductHistory", "locked_product", "recover_all", "verify_history"]
 
 log = logging.getLogger("shoal.products.history")
 
@@ -84,12 +89,53 @@ class ProductHistory:
                 self.log.append(entry, key)
                 added = 1
             else:
-                log.warning("%s: Delta commits %s are not announced; not logging", self.name, unlogged)
+                log.warning(
+                    "%s: Delta commits %s are not announced; not logging", self.name, unlogged
+                )
         if self.log.size() and (self.log.checkpoint() is None or self._checkpoint_behind()):
             self.log.sign_checkpoint(key, self.store.home.settings.name)
-        self.pending_path.unlink(missing_ok=True)
-        self.remove_orphans()
+        if pending is not None or self.pending_path.exists():
+            # Only a publish that announced itself can have left files behind.
+            self.remove_orphans()
+            self.pending_path.unlink(missing_ok=True)
         return added
+
+    def needs_catch_up(self) -> bool:
+        """Tell cheaply whether a crash left work: an announcement, or a lagging log."""
+        if self.pending_path.exists():
+            return True
+        if self.log.entries_path.exists() and not self.log.entries_path.read_bytes().endswith(
+            b"\n"
+        ):
+            return True
+        checkpoint = self.log.checkpoint() if self.log.checkpoint_path.exists() else None
+        size = self.log.size()
+        return (checkpoint.size if checkpoint else 0) != size
+
+    def record_key_rotation(self, old: NodeKey, new: NodeKey, signer: str) -> None:
+        """Append a key-rotation entry signed by `old`; sign the checkpoint with `new`."""
+        entries = self.log.entries()
+        last = entries[-1] if entries else None
+        entry = LogEntry(
+            kind=ENTRY_KEY_ROTATION,
+            product=self.name,
+            seq=len(entries),
+            version=last.version if last else 0,
+            delta_version=last.delta_version if last else -1,
+            files_added=(),
+            files_removed=(),
+            commit_sha256="",
+            schema_sha256=last.schema_sha256 if last else "",
+            contract_sha256=last.contract_sha256 if last else "",
+            rows_added=0,
+            rows_removed=0,
+            time=now_iso(),
+            key_id=old.key_id,
+            prev=last.leaf_hash().hex() if last else "",
+            new_key=base64.b64encode(new.public_bytes).decode(),
+        )
+        self.log.append(entry, old)
+        self.log.sign_checkpoint(new, signer)
 
     def _checkpoint_behind(self) -> bool:
         checkpoint = self.log.checkpoint()
@@ -124,9 +170,7 @@ class ProductHistory:
         folder = self.table_dir / DELTA_LOG
         if not folder.exists():
             return []
-        return sorted(
-            int(path.stem) for path in folder.glob("*.json") if path.stem.isdigit()
-        )
+        return sorted(int(path.stem) for path in folder.glob("*.json") if path.stem.isdigit())
 
     def commit_path(self, delta_version: int) -> Path:
         return self.table_dir / DELTA_LOG / f"{delta_version:020d}.json"
@@ -194,9 +238,26 @@ def locked_product(store: ProductStore, name: str) -> Iterator[ProductHistory]:
     """Hold the product's write lock with its history caught up (crash recovery)."""
     with store.locked(name):
         history = ProductHistory(store, name)
-        if history.log.directory.exists() or store.table_dir(name).exists():
+        if history.needs_catch_up():
             history.catch_up(store.home.key())
         yield history
+
+
+def recover_all(store: ProductStore) -> None:
+    """Complete or roll back what crashed publishes left, for every idle product."""
+    if not store.root.exists():
+        return
+    for product_dir in sorted(store.root.iterdir()):
+        if not product_dir.is_dir() or not is_valid_name(product_dir.name):
+            continue
+        history = ProductHistory(store, product_dir.name)
+        if not history.needs_catch_up():
+            continue
+        try:
+            with locked_product(store, product_dir.name):
+                pass
+        except ConflictError:
+            continue  # a publish is running now; it finishes its own work
 
 
 def _meta(actions: list[dict[str, Any]]) -> dict[str, str]:

@@ -230,9 +230,21 @@ class ProductStore:
                     mode=str(meta.get("mode", "")),
                     rows_added=rows_added,
                     rows_removed=rows_removed,
-                    files_added=int(meta.get("files_added", metrics.get("num_added_files", 0))),
+                    files_added=int(
+                        meta.get(
+                            "files_added",
+                            metrics.get(
+                                "num_added_files", metrics.get("num_target_files_added", 0)
+                            ),
+                        )
+                    ),
                     files_removed=int(
-                        meta.get("files_removed", metrics.get("num_removed_files", 0))
+                        meta.get(
+                            "files_removed",
+                            metrics.get(
+                                "num_removed_files", metrics.get("num_target_files_removed", 0)
+                            ),
+                        )
                     ),
                     contract_version=str(meta.get("contract_version", "")),
                 )
