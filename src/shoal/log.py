@@ -15,9 +15,9 @@ root in the signed-note form transparency logs use:
 Files under `products/<name>/log/`:
 
     entries.jsonl    one line per entry: {"entry": {...}, "signature": "<base64>"}
-    checkpoint       the latest signed checkpoint (a signed note)
-    signed.jsonl     every (size, root) the node ever signed, so it never signs two roots
-                     for one size (a fork) nor a size below one it signed (a rollback)
+    checkpoint       the latest signed checkpoint (a signed note); the node signs a new one
+                     only for a tree that extends it, so it never signs two roots for one
+                     size (a fork) nor a size below one it signed (a rollback)
 """
 
 from __future__ import annotations
@@ -263,10 +263,6 @@ class ProductLog:
     def checkpoint_path(self) -> Path:
         return self.directory / "checkpoint"
 
-    @property
-    def signed_path(self) -> Path:
-        return self.directory / "signed.jsonl"
-
     # -- reading ------------------------------------------------------------------------
     def read(self) -> list[tuple[LogEntry, bytes]]:
         """Every entry with its signature, oldest first.
@@ -310,16 +306,6 @@ class ProductLog:
             return None
         return Checkpoint.parse(self.checkpoint_path.read_text(encoding="utf-8"))
 
-    def signed_roots(self) -> dict[int, str]:
-        if not self.signed_path.exists():
-            return {}
-        roots: dict[int, str] = {}
-        for line in self.signed_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                roots[int(record["size"])] = str(record["root"])
-        return roots
-
     # -- writing ------------------------------------------------------------------------
     def append(self, entry: LogEntry, key: NodeKey) -> None:
         """Append a signed entry durably (write, fsync)."""
@@ -333,32 +319,41 @@ class ProductLog:
         finally:
             os.close(fd)
 
-    def sign_checkpoint(self, key: NodeKey, signer: str) -> Checkpoint:
-        """Sign the current tree; refuse a fork or a rollback of what was signed before."""
-        hashes = self.leaf_hashes()
+    def sign_checkpoint(
+        self, key: NodeKey, signer: str, hashes: list[bytes] | None = None
+    ) -> Checkpoint:
+        """Sign the current tree; refuse a fork or a rollback of what was signed before.
+
+        `hashes` are the log's leaf hashes when the caller has them already.
+        """
+        hashes = self.leaf_hashes() if hashes is None else hashes
         size = len(hashes)
         root = root_from_leaf_hashes(hashes)
-        signed = self.signed_roots()
-        root_b64 = base64.b64encode(root).decode()
-        if size in signed and signed[size] != root_b64:
-            raise HistoryError(
-                self.origin, f"refusing to sign a second, different root for size {size} (fork)"
-            )
-        if signed and size < max(signed):
-            raise HistoryError(
-                self.origin, f"refusing to sign size {size} below signed size {max(signed)}"
-            )
+        previous = self.readable_checkpoint()
+        if previous is not None:
+            if size < previous.size:
+                raise HistoryError(
+                    self.origin, f"refusing to sign size {size} below signed size {previous.size}"
+                )
+            if root_from_leaf_hashes(hashes[: previous.size]) != previous.root:
+                raise HistoryError(
+                    self.origin,
+                    f"refusing to sign a tree that does not extend the signed size "
+                    f"{previous.size} (fork)",
+                )
         checkpoint = Checkpoint.sign(self.origin, size, root, signer, key)
-        if size not in signed:
-            line = canonical_json({"size": size, "root": root_b64}) + b"\n"
-            fd = os.open(self.signed_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _atomic_write(self.checkpoint_path, checkpoint.note().encode())
+        # No fsync: a checkpoint lost in a crash is signed again, identically, from the log
+        # (which is fsynced) when the node next opens.
+        tmp = self.checkpoint_path.with_name(f".checkpoint.tmp-{os.getpid()}")
+        tmp.write_bytes(checkpoint.note().encode())
+        tmp.replace(self.checkpoint_path)
         return checkpoint
+
+    def readable_checkpoint(self) -> Checkpoint | None:
+        try:
+            return self.checkpoint()
+        except ValueError:
+            return None  # torn by a crash: it will be signed again
 
     def repair(self) -> None:
         """Cut a torn last line left by a crash in the middle of an append."""

@@ -72,31 +72,35 @@ class ProductHistory:
     def catch_up(self, key: NodeKey) -> int:
         """Log the announced Delta commit if it is not logged yet; sign the checkpoint.
 
-        Gives the number of entries added (0 or 1).
+        Gives the number of entries added (0 or 1). Reads the log once: this runs after
+        every publish.
         """
         self.log.repair()
         entries = self.log.entries()
-        logged = {e.delta_version for e in entries if e.kind == ENTRY_VERSION}
-        commits = self.delta_versions()
-        unlogged = [v for v in commits if v not in logged]
         pending = self._pending()
         added = 0
-        if unlogged and pending is not None:
-            commit = self.read_commit(unlogged[0])
-            announced = int(pending["version"])
-            if len(unlogged) == 1 and _meta(commit).get("version") == str(announced):
-                entry = self.entry_for(unlogged[0], entries, key, pending["files"])
+        last_logged = max((e.delta_version for e in entries if e.kind == ENTRY_VERSION), default=-1)
+        newer = [v for v in self.delta_versions() if v > last_logged]
+        if newer and pending is not None:
+            if len(newer) == 1 and _meta(self.read_commit(newer[0])).get("version") == str(
+                pending["version"]
+            ):
+                entry = self.entry_for(newer[0], entries, key, pending["files"])
                 self.log.append(entry, key)
+                entries.append(entry)
                 added = 1
             else:
                 log.warning(
-                    "%s: Delta commits %s are not announced; not logging", self.name, unlogged
+                    "%s: Delta commits %s were not announced; not logging", self.name, newer
                 )
-        if self.log.size() and (self.log.checkpoint() is None or self._checkpoint_behind()):
-            self.log.sign_checkpoint(key, self.store.home.settings.name)
+        checkpoint = self.log.readable_checkpoint()
+        if entries and (checkpoint is None or checkpoint.size != len(entries)):
+            hashes = [entry.leaf_hash() for entry in entries]
+            self.log.sign_checkpoint(key, self.store.home.settings.name, hashes)
         if pending is not None or self.pending_path.exists():
-            # Only a publish that announced itself can have left files behind.
-            self.remove_orphans()
+            if not added:
+                # The announced publish never committed: drop the files it may have left.
+                self.remove_orphans()
             self.pending_path.unlink(missing_ok=True)
         return added
 
@@ -104,13 +108,11 @@ class ProductHistory:
         """Tell cheaply whether a crash left work: an announcement, or a lagging log."""
         if self.pending_path.exists():
             return True
-        if self.log.entries_path.exists() and not self.log.entries_path.read_bytes().endswith(
-            b"\n"
-        ):
+        entries_path = self.log.entries_path
+        if entries_path.exists() and not entries_path.read_bytes().endswith(b"\n"):
             return True
-        checkpoint = self.log.checkpoint() if self.log.checkpoint_path.exists() else None
-        size = self.log.size()
-        return (checkpoint.size if checkpoint else 0) != size
+        checkpoint = self.log.readable_checkpoint()
+        return (checkpoint.size if checkpoint else 0) != self.log.size()
 
     def record_key_rotation(self, old: NodeKey, new: NodeKey, signer: str) -> None:
         """Append a key-rotation entry signed by `old`; sign the checkpoint with `new`."""
@@ -136,10 +138,6 @@ class ProductHistory:
         )
         self.log.append(entry, old)
         self.log.sign_checkpoint(new, signer)
-
-    def _checkpoint_behind(self) -> bool:
-        checkpoint = self.log.checkpoint()
-        return checkpoint is None or checkpoint.size != self.log.size()
 
     def _pending(self) -> dict[str, Any] | None:
         if not self.pending_path.exists():
