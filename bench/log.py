@@ -22,46 +22,71 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from common import DATA_DIR, RESULTS, machine, stats, write_section
 
+from common import DATA_DIR, RESULTS, machine, stats, write_section
 from shoal.node import Node
 from shoal.products.history import ProductHistory
 from shoal.sampledata import write_orders_csv
-
 
 # The package re-exports the function `publish`, which shadows the module's name.
 publish_module = importlib.import_module("shoal.products.publish")
 
 
-def publish_cost(scratch: Path, publishes: int) -> tuple[list[float], list[float]]:
-    """Milliseconds per small publish with the log, and with its steps switched off."""
+def publish_cost(scratch: Path, publishes: int) -> dict[str, list[float]]:
+    """Milliseconds per small publish with the log and without it, interleaved.
+
+    Two nodes publish in turn, so both have as many versions at each step (a publish gets
+    slower as a table's history grows); on one of them the log's steps (announce, fsync and
+    hash of the staged files, entry and checkpoint) are switched off. The log's own steps
+    are also timed directly on the node that keeps them.
+    """
     source = scratch / "small.parquet"
     pq.write_table(pa.table({"id": list(range(100)), "amount": [1.25] * 100}), source)
-    with_log: list[float] = []
-    without_log: list[float] = []
-    for name, sink, patched in (("with", with_log, False), ("without", without_log, True)):
-        node = Node.init(scratch / f"home-{name}", "bench")
-        node.publish("warm", str(source))
-        patches = (
-            [
-                mock.patch.object(ProductHistory, "announce", lambda *a, **k: None),
-                mock.patch.object(ProductHistory, "catch_up", lambda *a, **k: 0),
-                mock.patch.object(publish_module, "_durable_sha256", lambda path: ""),
-            ]
-            if patched
-            else []
-        )
-        for patch in patches:
-            patch.start()
-        try:
-            for _ in range(publishes):
+    with_node = Node.init(scratch / "home-with", "bench")
+    without_node = Node.init(scratch / "home-without", "bench")
+    timings: dict[str, list[float]] = {"with": [], "without": [], "log steps": []}
+    steps: list[float] = []
+
+    def timed(func):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            started = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                steps.append(time.perf_counter() - started)
+
+        return wrapper
+
+    switched_off = [
+        mock.patch.object(ProductHistory, "announce", lambda *a, **k: None),
+        mock.patch.object(ProductHistory, "catch_up", lambda *a, **k: 0),
+        mock.patch.object(publish_module, "_durable_sha256", lambda path: ""),
+    ]
+    instrumented = [
+        mock.patch.object(ProductHistory, "announce", timed(ProductHistory.announce)),
+        mock.patch.object(ProductHistory, "catch_up", timed(ProductHistory.catch_up)),
+        mock.patch.object(publish_module, "_durable_sha256", timed(publish_module._durable_sha256)),
+    ]
+    for node in (with_node, without_node):
+        node.publish("sales", str(source))  # warm-up
+    for _ in range(publishes):
+        for node, patches, sink in (
+            (with_node, instrumented, timings["with"]),
+            (without_node, switched_off, timings["without"]),
+        ):
+            for patch in patches:
+                patch.start()
+            steps.clear()
+            try:
                 started = time.perf_counter()
                 node.publish("sales", str(source))
                 sink.append((time.perf_counter() - started) * 1000)
-        finally:
-            for patch in patches:
-                patch.stop()
-    return with_log, without_log
+            finally:
+                for patch in patches:
+                    patch.stop()
+            if node is with_node:
+                timings["log steps"].append(sum(steps) * 1000)
+    return timings
 
 
 def verify_speed(scratch: Path, rows: int, copies: int, runs: int) -> dict[str, list[float]]:
@@ -102,22 +127,32 @@ def main(argv: list[str] | None = None) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="shoal-log-bench-", dir=args.data_dir))
     try:
-        with_log, without_log = publish_cost(scratch, args.publishes)
+        timings = publish_cost(scratch, args.publishes)
         speeds = verify_speed(scratch, args.rows, args.copies, args.runs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    with_log, without_log, steps = timings["with"], timings["without"], timings["log steps"]
     added = statistics.median(with_log) - statistics.median(without_log)
+    direct = statistics.median(steps)
     verify, sha = stats(speeds["shoal verify"]), stats(speeds["sha256sum"])
     ratio = verify["median"] / sha["median"]
+    command = (
+        f"bench/log.py --publishes {args.publishes} --rows {args.rows} "
+        f"--copies {args.copies} --runs {args.runs}"
+    )
     body = f"""## Signed log (issue 3)
 
-`bench/log.py --publishes {args.publishes} --rows {args.rows} --copies {args.copies} --runs {args.runs}`.
+`{command}`.
 Machine: {machine()}.
 
-Cost of the log per small publish (100 rows; median of {args.publishes}, in-process): with the log
-{statistics.median(with_log):.2f} ms (min {min(with_log):.2f}, max {max(with_log):.2f}),
-without it {statistics.median(without_log):.2f} ms (min {min(without_log):.2f}, max {max(without_log):.2f}):
-**{added:+.2f} ms added** (target <= 5 ms: {"PASS" if added <= 5 else "MISS"}).
+Cost of the log per small publish (100 rows; {args.publishes} publishes on each of two nodes,
+interleaved, in-process): with the log {statistics.median(with_log):.2f} ms median
+(min {min(with_log):.2f}, max {max(with_log):.2f}), without it
+{statistics.median(without_log):.2f} ms (min {min(without_log):.2f}, max {max(without_log):.2f}):
+**{added:+.2f} ms added** by the difference of medians. The log's own steps (announce, fsync
+and hash of staged files, entry, checkpoint), timed directly: **{direct:.2f} ms median**
+(min {min(steps):.2f}, max {max(steps):.2f}). Target <= 5 ms added:
+{"PASS" if max(added, direct) <= 5 else "MISS"} (judged on the larger of the two figures).
 
 Verify over {speeds["mb"][0]:,.0f} MB of data files ({args.runs} runs after a warm-up):
 

@@ -43,3 +43,27 @@ def test_benchmarks_list_their_knobs():
     )
     for knob in ("--rows", "--runs", "--quick", "--results"):
         assert knob in done.stdout
+
+
+def test_log_benchmark_quick(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "log.py"),
+            "--quick",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = results.read_text()
+    assert "<!-- bench:log -->" in text
+    assert "| shoal verify |" in text and "| sha256sum |" in text
+    assert "ms added" in text

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shoal.crypto import generate_key
+from shoal.crypto import generate_key, verify
 from shoal.log import (
     ENTRY_VERSION,
     Checkpoint,
@@ -18,6 +20,7 @@ from shoal.log import (
     check_chain,
     note_key_hash,
 )
+from shoal.merkle import ProofError, leaf_hash, verify_inclusion
 
 
 def entry(seq, prev="", key=None, **changes):
@@ -187,3 +190,61 @@ def test_torn_last_line_is_ignored_and_repaired(tmp_path):
     log.repair()
     assert log.entries_path.read_bytes().endswith(b"\n")
     assert log.size() == 2
+
+
+def test_two_checkpoints_of_one_size_with_different_roots_are_a_fork(tmp_path):
+    log = build(tmp_path, 3)
+    honest = log.checkpoint()
+    other = ProductLog(tmp_path / "other" / "log", "berlin/sales")
+    prev = ""
+    for seq in range(3):
+        e = entry(seq, prev, rows_added=77)
+        other.append(e, KEY)
+        prev = e.leaf_hash().hex()
+    forged = other.sign_checkpoint(KEY, "berlin")
+    assert forged.size == honest.size and forged.root != honest.root
+    with pytest.raises(HistoryError, match="forked"):
+        log.check_extends(forged)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.data(),
+)
+def test_any_bit_flip_in_an_entry_or_its_signature_fails(tmp_path_factory, n, data):
+    log = build(tmp_path_factory.mktemp("log"), n)
+    records = log.read()
+    root = log.root()
+    seq = data.draw(st.integers(0, n - 1))
+    target, signature = records[seq]
+    encoded = bytearray(target.encode())
+    bit = data.draw(st.integers(0, len(encoded) * 8 - 1))
+    encoded[bit // 8] ^= 1 << (bit % 8)
+    # The flipped entry no longer matches its signature, nor the tree's root.
+    assert not verify(KEY.public, signature, bytes(encoded))
+    proof = log.inclusion(seq)
+    with pytest.raises(ProofError):
+        verify_inclusion(leaf_hash(bytes(encoded)), seq, n, proof, root)
+    sig_bit = data.draw(st.integers(0, len(signature) * 8 - 1))
+    flipped = bytearray(signature)
+    flipped[sig_bit // 8] ^= 1 << (sig_bit % 8)
+    with pytest.raises(HistoryError):
+        check_chain(
+            "x",
+            [*records[:seq], (target, bytes(flipped)), *records[seq + 1 :]],
+            {KEY.key_id: KEY.public_bytes},
+        )
+
+
+def test_tree_cache_is_rebuilt_when_it_disagrees_with_the_log(tmp_path):
+    log = build(tmp_path, 5)
+    want = log.root()
+    assert log.frontier()[0].root() == want
+    wrong_leaf = '{"size": 5, "last_leaf": "00", "nodes": [[5, "00"]], "roots": {}}'
+    log.state_path.write_text(wrong_leaf)
+    assert log.frontier()[0].root() == want
+    log.state_path.write_text('{"size": 4, "last_leaf": "", "nodes": [], "roots": {}}')
+    assert log.frontier()[0].root() == want
+    log.state_path.write_text("garbage")
+    assert log.frontier()[0].root() == want

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shoal.merkle import (
     EMPTY_ROOT,
+    Frontier,
     ProofError,
     consistency_proof,
     inclusion_proof,
@@ -162,3 +163,14 @@ def test_all_pairs_for_small_trees():
 def _flip(value: bytes, bit: int) -> bytes:
     index = (bit // 8) % len(value)
     return value[:index] + bytes([value[index] ^ (1 << (bit % 8))]) + value[index + 1 :]
+
+
+@settings(max_examples=40, deadline=None)
+@given(leaf_lists)
+def test_frontier_root_matches_the_full_tree_after_every_push(leaves):
+    frontier = Frontier()
+    for count, leaf in enumerate(leaves, start=1):
+        frontier.push(leaf)
+        assert frontier.root() == root_from_leaf_hashes(leaves[:count])
+    copy = Frontier(frontier.size, list(frontier.nodes))
+    assert copy.root() == frontier.root()

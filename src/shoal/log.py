@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from shoal.crypto import NodeKey, key_id_of, public_key_from_bytes, verify
 from shoal.errors import ShoalError
 from shoal.merkle import (
+    Frontier,
     ProofError,
     consistency_proof,
     inclusion_proof,
@@ -292,7 +293,58 @@ class ProductLog:
         return [entry for entry, _ in self.read()]
 
     def size(self) -> int:
-        return len(self.read())
+        """Entries in the log, counted without parsing them."""
+        if not self.entries_path.exists():
+            return 0
+        return self.entries_path.read_bytes().count(b"\n")
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / "tree.json"
+
+    def frontier(self) -> tuple[Frontier, dict[int, bytes]]:
+        """The tree's right edge and the roots of recent sizes, from a cache file.
+
+        The cache is derived data: it is trusted only when its size and last leaf match the
+        log's, and rebuilt from the entries otherwise (for example after a crash).
+        """
+        size = self.size()
+        try:
+            data = json.loads(self.state_path.read_bytes())
+            last = self.last_entry()
+            last_leaf = last.leaf_hash().hex() if last is not None else ""
+            if int(data["size"]) == size and data["last_leaf"] == last_leaf:
+                nodes = [(int(n), bytes.fromhex(h)) for n, h in data["nodes"]]
+                roots = {int(k): bytes.fromhex(v) for k, v in data["roots"].items()}
+                return Frontier(size, nodes), roots
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        frontier = Frontier()
+        for leaf in self.leaf_hashes():
+            frontier.push(leaf)
+        return frontier, {frontier.size: frontier.root()}
+
+    def _save_frontier(self, frontier: Frontier, roots: dict[int, bytes]) -> None:
+        recent = {k: roots[k] for k in sorted(roots)[-16:]}
+        last = self.last_entry()
+        data = {
+            "size": frontier.size,
+            "last_leaf": last.leaf_hash().hex() if last is not None else "",
+            "nodes": [[n, h.hex()] for n, h in frontier.nodes],
+            "roots": {str(k): v.hex() for k, v in recent.items()},
+        }
+        tmp = self.state_path.with_name(f".tree.json.tmp-{os.getpid()}")
+        tmp.write_bytes(canonical_json(data))
+        tmp.replace(self.state_path)  # no fsync: rebuilt from the log when it disagrees
+
+    def last_entry(self) -> LogEntry | None:
+        """The newest entry, parsing only its line."""
+        if not self.entries_path.exists():
+            return None
+        lines = self.entries_path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)
+        if not lines[-1]:
+            return None
+        return LogEntry.from_body(json.loads(lines[-1])["entry"])
 
     def leaf_hashes(self) -> list[bytes]:
         return [entry.leaf_hash() for entry in self.entries()]
@@ -310,6 +362,7 @@ class ProductLog:
     def append(self, entry: LogEntry, key: NodeKey) -> None:
         """Append a signed entry durably (write, fsync)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        frontier, roots = self.frontier()
         signature = base64.b64encode(key.sign(entry.encode())).decode()
         line = canonical_json({"entry": entry.body(), "signature": signature}) + b"\n"
         fd = os.open(self.entries_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -318,6 +371,9 @@ class ProductLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+        frontier.push(entry.leaf_hash())
+        roots[frontier.size] = frontier.root()
+        self._save_frontier(frontier, roots)
 
     def sign_checkpoint(
         self, key: NodeKey, signer: str, hashes: list[bytes] | None = None
@@ -326,16 +382,19 @@ class ProductLog:
 
         `hashes` are the log's leaf hashes when the caller has them already.
         """
-        hashes = self.leaf_hashes() if hashes is None else hashes
-        size = len(hashes)
-        root = root_from_leaf_hashes(hashes)
+        frontier, roots = self.frontier()
+        size, root = frontier.size, frontier.root()
         previous = self.readable_checkpoint()
         if previous is not None:
             if size < previous.size:
                 raise HistoryError(
                     self.origin, f"refusing to sign size {size} below signed size {previous.size}"
                 )
-            if root_from_leaf_hashes(hashes[: previous.size]) != previous.root:
+            old_root = roots.get(previous.size)
+            if old_root is None:  # not among the recent sizes: compute it from the leaves
+                leaves = self.leaf_hashes() if hashes is None else hashes
+                old_root = root_from_leaf_hashes(leaves[: previous.size])
+            if old_root != previous.root:
                 raise HistoryError(
                     self.origin,
                     f"refusing to sign a tree that does not extend the signed size "

@@ -20,6 +20,7 @@ from shoal.errors import ShoalError
 
 __all__ = [
     "EMPTY_ROOT",
+    "Frontier",
     "ProofError",
     "consistency_proof",
     "inclusion_proof",
@@ -72,6 +73,31 @@ def root_from_leaf_hashes(leaves: Sequence[bytes]) -> bytes:
         _, left = stack.pop()
         root = node_hash(left, root)
     return root
+
+
+class Frontier:
+    """The right edge of a growing tree: O(log n) perfect-subtree roots, so appending a leaf
+    and getting the new root costs O(log n) instead of rehashing every leaf."""
+
+    def __init__(self, size: int = 0, nodes: Sequence[tuple[int, bytes]] = ()) -> None:
+        self.size = size
+        self.nodes = list(nodes)  # (subtree size, hash), largest first
+
+    def push(self, leaf: bytes) -> None:
+        size, digest = 1, leaf
+        while self.nodes and self.nodes[-1][0] == size:
+            left_size, left = self.nodes.pop()
+            size, digest = left_size + size, node_hash(left, digest)
+        self.nodes.append((size, digest))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self.nodes:
+            return EMPTY_ROOT
+        root = self.nodes[-1][1]
+        for _, left in reversed(self.nodes[:-1]):
+            root = node_hash(left, root)
+        return root
 
 
 class _Tree:

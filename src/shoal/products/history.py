@@ -76,27 +76,27 @@ class ProductHistory:
         every publish.
         """
         self.log.repair()
-        entries = self.log.entries()
+        last = self.log.last_entry()
+        size = self.log.size()
         pending = self._pending()
         added = 0
-        last_logged = max((e.delta_version for e in entries if e.kind == ENTRY_VERSION), default=-1)
+        last_logged = last.delta_version if last is not None else -1
         newer = [v for v in self.delta_versions() if v > last_logged]
         if newer and pending is not None:
             if len(newer) == 1 and _meta(self.read_commit(newer[0])).get("version") == str(
                 pending["version"]
             ):
-                entry = self.entry_for(newer[0], entries, key, pending["files"])
+                entry = self.entry_for(newer[0], last, size, key, pending["files"])
                 self.log.append(entry, key)
-                entries.append(entry)
+                size += 1
                 added = 1
             else:
                 log.warning(
                     "%s: Delta commits %s were not announced; not logging", self.name, newer
                 )
         checkpoint = self.log.readable_checkpoint()
-        if entries and (checkpoint is None or checkpoint.size != len(entries)):
-            hashes = [entry.leaf_hash() for entry in entries]
-            self.log.sign_checkpoint(key, self.store.home.settings.name, hashes)
+        if size and (checkpoint is None or checkpoint.size != size):
+            self.log.sign_checkpoint(key, self.store.home.settings.name)
         if pending is not None or self.pending_path.exists():
             if not added:
                 # The announced publish never committed: drop the files it may have left.
@@ -180,15 +180,17 @@ class ProductHistory:
     def entry_for(
         self,
         delta_version: int,
-        previous: list[LogEntry],
+        last: LogEntry | None,
+        size: int,
         key: NodeKey,
         known_hashes: dict[str, str],
     ) -> LogEntry:
-        """Build the log entry describing one Delta commit."""
+        """Build the log entry describing one Delta commit (the log's next, at `size`)."""
         commit_bytes = self.commit_path(delta_version).read_bytes()
         actions = [json.loads(line) for line in commit_bytes.splitlines() if line.strip()]
         meta = _meta(actions)
-        live = _files_by_path(previous)
+        # The whole log is read only when the commit removes files (to name their hashes).
+        live = _files_by_path(self.log.entries()) if any("remove" in a for a in actions) else {}
         added = []
         for action in actions:
             if "add" in action:
@@ -207,7 +209,7 @@ class ProductHistory:
         schema_sha = (
             hashlib.sha256(schema.encode()).hexdigest()
             if schema is not None
-            else (previous[-1].schema_sha256 if previous else "")
+            else (last.schema_sha256 if last else "")
         )
         info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
         millis = int(info.get("timestamp", 0))
@@ -215,7 +217,7 @@ class ProductHistory:
         return LogEntry(
             kind=ENTRY_VERSION,
             product=self.name,
-            seq=len(previous),
+            seq=size,
             version=int(meta.get("version", "0")),
             delta_version=delta_version,
             files_added=tuple(sorted(added, key=lambda f: f.path)),
@@ -227,7 +229,7 @@ class ProductHistory:
             rows_removed=rows_removed,
             time=datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds"),
             key_id=key.key_id,
-            prev=previous[-1].leaf_hash().hex() if previous else "",
+            prev=last.leaf_hash().hex() if last else "",
         )
 
 

@@ -101,6 +101,9 @@ def publish(
     started = time.perf_counter()
     with locked_product(store, name) as history:
         exists = store.exists(name)
+        # One open of the Delta table per publish: each open replays its log.
+        table = store.table(name) if exists else None
+        rows_before = _row_count(table) if table is not None else 0
         current = store.contract(name) if exists else None
         inferred = False
         if contract is None:
@@ -121,8 +124,8 @@ def publish(
                     _register_new_rows(con, staged, staged.schema)
                     counts = null_counts(con, "new_rows", staged.schema.names)
                 contract = with_required(contract, [c for c, n in counts.items() if n == 0])
-            _check_rows(store, name, contract, staged, mode, keys, exists)
-            new_version = store.latest_version(name) + 1
+            _check_rows(store, name, contract, staged, mode, keys, table)
+            new_version = _latest_version(table) + 1
             contract_bytes = dump_contract(contract).encode("utf-8")
             meta = {
                 "version": new_version,
@@ -138,7 +141,7 @@ def publish(
                 atomic_write(pending, contract_bytes)
             history.announce(new_version, {p.name: _durable_sha256(p) for p in staged.files})
             try:
-                added, removed = _commit(store, name, staged, mode, keys, exists, meta)
+                added, removed = _commit(store, name, staged, mode, keys, table, meta)
                 history.catch_up(store.home.key())
             except BaseException:
                 pending.unlink(missing_ok=True)
@@ -149,7 +152,7 @@ def publish(
                 pending.replace(store.contract_path(name))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        total = store.info(name).rows
+        total = rows_before + added - removed
     return PublishResult(
         product=name,
         version=new_version,
@@ -188,7 +191,7 @@ def check_current_data(store: ProductStore, name: str, contract: Contract) -> No
     staging = store.home.new_tmp_dir(f"check-{name}-")
     try:
         staged = _stage(reader, contract, staging, store, name, None)
-        _check_rows(store, name, contract, staged, Mode.OVERWRITE, [], exists=False)
+        _check_rows(store, name, contract, staged, Mode.OVERWRITE, [], None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -269,14 +272,14 @@ def _check_rows(
     staged: _Staged,
     mode: Mode,
     keys: list[str],
-    exists: bool,
+    table: DeltaTable | None,
 ) -> None:
     """Check the row rules over the new rows and over the product as it will be."""
     check = ContractCheck(contract)
     with trusted_connection() as con:
         _register_new_rows(con, staged, staged.schema)
-        if exists and mode is not Mode.OVERWRITE:
-            con.register("__current", store.dataset(name))
+        if table is not None and mode is not Mode.OVERWRITE:
+            con.register("__current", table.to_pyarrow_dataset())
             kept = "SELECT c.* FROM __current AS c"
             if mode is Mode.UPSERT:
                 match = " AND ".join(
@@ -333,7 +336,7 @@ def _commit(
     staged: _Staged,
     mode: Mode,
     keys: list[str],
-    exists: bool,
+    table: DeltaTable | None,
     meta: dict[str, Any],
 ) -> tuple[int, int]:
     """Make the staged rows the product's next version in one Delta commit.
@@ -341,11 +344,10 @@ def _commit(
     Gives (rows added, rows removed).
     """
     table_dir = store.table_dir(name)
-    table = store.table(name) if exists else None
     schema_changed = table is not None and not _same_schema(table, staged.schema)
     rows_removed = 0
     if table is not None and mode is Mode.OVERWRITE:
-        rows_removed = store.info(name).rows
+        rows_removed = _row_count(table)
     try:
         if table is not None and mode is Mode.UPSERT:
             return _merge(table, staged, keys, meta)
@@ -426,6 +428,22 @@ def _commit_properties(
 
 def _stringify(meta: dict[str, Any]) -> dict[str, str]:
     return {f"{META_PREFIX}{key}": str(value) for key, value in meta.items()}
+
+
+def _row_count(table: DeltaTable) -> int:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+
+
+def _latest_version(table: DeltaTable | None) -> int:
+    """Shoal's version number of the table's latest commit (0 for a new product)."""
+    if table is None:
+        return 0
+    for commit in table.history(10):
+        value = commit.get(f"{META_PREFIX}version")
+        if value is not None:
+            return int(value)
+    return 0
 
 
 def _durable_sha256(path: Path) -> str:
