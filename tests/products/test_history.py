@@ -78,6 +78,13 @@ def test_an_unknown_file_in_a_version_is_found(published, tmp_path):
         published.verify("sales")
 
 
+def test_a_file_dropped_into_the_table_is_found(published):
+    stray = published.products.table_dir("sales") / "part-00000-extra.parquet"
+    pq.write_table(pa.table(ROWS), stray)
+    with pytest.raises(HistoryError, match="unknown file present: part-00000-extra.parquet"):
+        published.verify("sales")
+
+
 def test_a_rewritten_version_with_a_resigned_entry_breaks_the_link(published):
     h = history(published)
     lines = h.log.entries_path.read_text().splitlines()

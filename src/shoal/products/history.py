@@ -331,6 +331,17 @@ def verify_history(history: ProductHistory, trusted: dict[str, bytes]) -> dict[s
     unlogged = [v for v in history.delta_versions() if v not in logged]
     if unlogged:
         raise HistoryError(origin, f"Delta version(s) {unlogged} are not in the signed log")
+    if records and history.table_dir.exists():
+        strays = sorted(
+            p.name for p in history.table_dir.glob("*.parquet") if p.name not in first_added
+        )
+        if strays:
+            last_entry = records[-1][0]
+            raise HistoryError(
+                origin,
+                f"version {last_entry.version}: unknown file present: {', '.join(strays)}",
+                seq=last_entry.seq,
+            )
     hashes = [entry.leaf_hash() for entry, _ in records]
     root = root_from_leaf_hashes(hashes)
     checkpoint = history.log.checkpoint()

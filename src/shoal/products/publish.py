@@ -449,7 +449,7 @@ def _latest_version(table: DeltaTable | None) -> int:
 def _durable_sha256(path: Path) -> str:
     """Flush a staged file to disk (the commit will point at it) and give its SHA-256."""
     with path.open("rb") as handle:
-        os.fsync(handle.fileno())
+        os.fdatasync(handle.fileno())
     return file_sha256(path)
 
 

@@ -82,7 +82,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     with tmp.open("wb") as handle:
         handle.write(data)
         handle.flush()
-        os.fsync(handle.fileno())
+        os.fdatasync(handle.fileno())
     tmp.replace(path)
     _fsync_dir(path.parent)
 
