@@ -255,6 +255,7 @@ class ProductLog:
     def __init__(self, directory: Path, origin: str) -> None:
         self.directory = directory
         self.origin = origin
+        self._cached: tuple[Frontier, dict[int, bytes]] | None = None
 
     @property
     def entries_path(self) -> Path:
@@ -324,18 +325,17 @@ class ProductLog:
             frontier.push(leaf)
         return frontier, {frontier.size: frontier.root()}
 
-    def _save_frontier(self, frontier: Frontier, roots: dict[int, bytes]) -> None:
+    def _save_frontier(self, frontier: Frontier, roots: dict[int, bytes], last_leaf: bytes) -> None:
         recent = {k: roots[k] for k in sorted(roots)[-16:]}
-        last = self.last_entry()
         data = {
             "size": frontier.size,
-            "last_leaf": last.leaf_hash().hex() if last is not None else "",
+            "last_leaf": last_leaf.hex(),
             "nodes": [[n, h.hex()] for n, h in frontier.nodes],
             "roots": {str(k): v.hex() for k, v in recent.items()},
         }
-        tmp = self.state_path.with_name(f".tree.json.tmp-{os.getpid()}")
-        tmp.write_bytes(canonical_json(data))
-        tmp.replace(self.state_path)  # no fsync: rebuilt from the log when it disagrees
+        # Written in place, without fsync: a torn or stale cache disagrees with the log and
+        # is rebuilt from it.
+        self.state_path.write_bytes(canonical_json(data))
 
     def last_entry(self) -> LogEntry | None:
         """The newest entry, parsing only its line."""
@@ -371,9 +371,11 @@ class ProductLog:
             os.fdatasync(fd)  # data and size only: all a reader after a crash needs
         finally:
             os.close(fd)
-        frontier.push(entry.leaf_hash())
+        leaf = entry.leaf_hash()
+        frontier.push(leaf)
         roots[frontier.size] = frontier.root()
-        self._save_frontier(frontier, roots)
+        self._save_frontier(frontier, roots, leaf)
+        self._cached = (frontier, roots)
 
     def sign_checkpoint(
         self, key: NodeKey, signer: str, hashes: list[bytes] | None = None
@@ -382,7 +384,9 @@ class ProductLog:
 
         `hashes` are the log's leaf hashes when the caller has them already.
         """
-        frontier, roots = self.frontier()
+        # Right after an append, the frontier it computed is still current.
+        cached, self._cached = self._cached, None
+        frontier, roots = cached if cached is not None else self.frontier()
         size, root = frontier.size, frontier.root()
         previous = self.readable_checkpoint()
         if previous is not None:

@@ -81,7 +81,7 @@ class ProductHistory:
         pending = self._pending()
         added = 0
         last_logged = last.delta_version if last is not None else -1
-        newer = [v for v in self.delta_versions() if v > last_logged]
+        newer = self._commits_after(last_logged)
         if newer and pending is not None:
             if len(newer) == 1 and _meta(self.read_commit(newer[0])).get("version") == str(
                 pending["version"]
@@ -169,6 +169,15 @@ class ProductHistory:
         if not folder.exists():
             return []
         return sorted(int(path.stem) for path in folder.glob("*.json") if path.stem.isdigit())
+
+    def _commits_after(self, delta_version: int) -> list[int]:
+        """Delta versions after `delta_version`, probing file names (no folder listing)."""
+        found = []
+        version = delta_version + 1
+        while self.commit_path(version).exists():
+            found.append(version)
+            version += 1
+        return found
 
     def commit_path(self, delta_version: int) -> Path:
         return self.table_dir / DELTA_LOG / f"{delta_version:020d}.json"
