@@ -89,6 +89,7 @@ class Home:
     def __init__(self, root: Path, settings: Settings) -> None:
         self.root = root
         self.settings = settings
+        self._key: NodeKey | None = None
 
     @property
     def settings_path(self) -> Path:
@@ -107,7 +108,10 @@ class Home:
         return self.root / "tmp"
 
     def key(self) -> NodeKey:
-        return load_key(self.key_path)
+        """The node's signing key, read once per Home (a rotation replaces it)."""
+        if self._key is None:
+            self._key = load_key(self.key_path)
+        return self._key
 
     @property
     def retired_keys_dir(self) -> Path:
@@ -136,6 +140,7 @@ class Home:
         self.key_path.with_suffix(".pub").replace(self.retired_keys_dir / f"{old.key_id}.pub")
         staged.replace(self.key_path)
         staged.with_suffix(".pub").replace(self.key_path.with_suffix(".pub"))
+        self._key = new
 
     def new_tmp_dir(self, prefix: str) -> Path:
         """Make a private scratch folder under `tmp/` (on the home's file system, so a

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ from shoal.log import (
 )
 from shoal.merkle import root_from_leaf_hashes
 from shoal.names import is_valid_name
-from shoal.products.store import ProductStore, atomic_write, rows_changed
+from shoal.products.store import ProductStore, fsync_dir, rows_changed
 
 __all__ = ["ProductHistory", "locked_product", "recover_all", "verify_history"]
 
@@ -67,7 +68,15 @@ class ProductHistory:
         """Record, durably, the version about to be committed and its staged files."""
         self.log.directory.mkdir(parents=True, exist_ok=True)
         data = canonical_json({"version": version, "files": file_hashes})
-        atomic_write(self.pending_path, data)
+        # Written in place (no rename): a file torn by a crash while being written means
+        # the commit never happened, which is how an unreadable announcement is read.
+        fd = os.open(self.pending_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.log.directory)
 
     def catch_up(self, key: NodeKey) -> int:
         """Log the announced Delta commit if it is not logged yet; sign the checkpoint.

@@ -34,7 +34,14 @@ from shoal.contracts import Contract, dump_contract, load_contract
 from shoal.errors import ConflictError, NotFoundError, ShoalError
 from shoal.names import check_name
 
-__all__ = ["ProductInfo", "ProductStore", "VersionInfo", "atomic_write", "rows_changed"]
+__all__ = [
+    "ProductInfo",
+    "ProductStore",
+    "VersionInfo",
+    "atomic_write",
+    "fsync_dir",
+    "rows_changed",
+]
 
 META_PREFIX = "shoal."
 
@@ -84,7 +91,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fdatasync(handle.fileno())
     tmp.replace(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _older_than(path: Path, seconds: float) -> bool:
@@ -94,7 +101,7 @@ def _older_than(path: Path, seconds: float) -> bool:
         return False
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
