@@ -1,21 +1,30 @@
 """A real, temporary PostgreSQL server for tests: initdb + pg_ctl on a free loopback port.
 
 The server's binaries come from the machine (`make test` installs Debian's postgresql
-package when they are missing). initdb refuses to run as root, so under root the server
-runs as the `postgres` system user.
+package when they are missing, see scripts/ensure-postgres.sh). The cluster lives in a
+temporary folder, listens on 127.0.0.1 only (its unix socket stays in that folder), and
+asks for a password (scram-sha-256) on every connection. initdb refuses to run as root,
+so under root the server runs as the `postgres` system user.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PostgresServer", "find_pg_bin"]
+__all__ = ["PostgresServer", "ServerUnavailableError", "find_pg_bin"]
+
+INSTALL_HINT = "`make test` installs them (scripts/ensure-postgres.sh)"
+
+
+class ServerUnavailableError(RuntimeError):
+    """The test server cannot be started on this machine; the message says why."""
 
 
 def find_pg_bin() -> Path:
@@ -23,12 +32,12 @@ def find_pg_bin() -> Path:
     on_path = shutil.which("initdb")
     if on_path and shutil.which("pg_ctl"):
         return Path(on_path).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    # Debian's layout: /usr/lib/postgresql/<major>/bin; the newest major wins.
+    candidates = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
     if candidates:
-        return Path(candidates[0]).parent
-    raise RuntimeError(
-        "PostgreSQL server binaries (initdb, pg_ctl) are missing; `make test` installs them "
-        "(scripts/ensure-postgres.sh)"
+        return max(candidates, key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else 0)
+    raise ServerUnavailableError(
+        f"PostgreSQL server binaries (initdb, pg_ctl) are missing; {INSTALL_HINT}"
     )
 
 
@@ -39,66 +48,72 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """Start with `start()`, stop with `stop()`; `url` connects as a password user."""
+    """Start with `start()`, stop with `stop()` (safe to call after a failed start).
+
+    `url` connects as `user`, who owns the cluster and logs in with `password`.
+    """
 
     user = "shoal_test"
     password = "s3cret-pw"
 
     def __init__(self) -> None:
         self.bin = find_pg_bin()
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                raise ServerUnavailableError(
+                    "running as root needs a `postgres` system user to run the server; "
+                    + INSTALL_HINT
+                ) from None
         self.root = Path(tempfile.mkdtemp(prefix="shoal-pg-"))
         self.data = self.root / "data"
+        self.log = self.root / "server.log"
         self.port = _free_port()
-        self._as_root = os.geteuid() == 0
+        self._started = False
 
     @property
     def url(self) -> str:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = list(args)
-        if self._as_root:
-            argv = ["runuser", "-u", "postgres", "--", *argv]
-        return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
-
     def start(self) -> PostgresServer:
         self.root.chmod(0o755)
-        if self._as_root:
-            shutil.chown(self.root, "postgres", "postgres")
         pwfile = self.root / "pw"
         pwfile.write_text(self.password)
         if self._as_root:
+            shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(pwfile, "postgres", "postgres")
         self._run(
-            str(self.bin / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            self.user,
-            "--pwfile",
-            str(pwfile),
+            "initdb",
+            "-D", str(self.data),
+            "-U", self.user,
+            "--pwfile", str(pwfile),
             "--auth=scram-sha-256",
             "--encoding=UTF8",
             "--no-sync",
-        )
+        )  # fmt: skip
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "start",
-        )
+        self._started = True  # from here on a stop is needed, even if the start fails
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
         return self
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
-        except subprocess.CalledProcessError:
-            pass
+            if self._started:
+                self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        except ServerUnavailableError:
+            pass  # it never came up, or is gone already
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        argv = [str(self.bin / program), *args]
+        if self._as_root:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        try:
+            subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            output = (getattr(exc, "stderr", None) or "").strip()
+            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise ServerUnavailableError(f"{program} failed: {output}\n{log}".strip()) from exc

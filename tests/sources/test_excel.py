@@ -4,13 +4,33 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import zipfile
 
 import openpyxl
 import pytest
 
 from shoal.errors import SourceError
+from shoal.sources import SourceOptions, open_source
+from shoal.sources import excel as excel_source
 from tests.sources.util import read
+
+
+def book_with(rows, path, title=None):
+    """Save a one-sheet workbook holding `rows` at `path`."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    if title:
+        sheet.title = title
+    for row in rows:
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
+def message(excinfo) -> str:
+    """The error's text after the file name, so a test never matches the tmp path."""
+    return str(excinfo.value).split(".xlsx", 1)[-1]
 
 
 @pytest.fixture
@@ -41,12 +61,24 @@ def test_first_sheet_with_typed_columns(workbook):
         "column_6",
         "Artikel_2",
     ]
-    assert table.column("id").to_pylist() == [1, 2, 3]
-    assert str(table.schema.field("id").type) == "int64"
-    assert table.column("Preis").to_pylist() == [3.5, 2.0, 1.25]
-    assert table.column("Artikel").to_pylist() == ["Käse", "Brot", None]
-    assert table.column("Datum").to_pylist()[0] == dt.datetime(2026, 1, 2, 9, 30)
-    assert table.column("bezahlt").to_pylist() == [True, False, None]
+    assert [str(t) for t in table.schema.types] == [
+        "int64",
+        "string",
+        "double",
+        "timestamp[us]",
+        "bool",
+        "string",
+        "string",
+    ]
+    assert table.to_pydict() == {
+        "id": [1, 2, 3],
+        "Artikel": ["Käse", "Brot", None],
+        "Preis": [3.5, 2.0, 1.25],
+        "Datum": [dt.datetime(2026, 1, 2, 9, 30), dt.datetime(2026, 1, 3), None],
+        "bezahlt": [True, False, None],
+        "column_6": [None, None, None],
+        "Artikel_2": ["x", "y", None],
+    }
 
 
 def test_sheet_by_name(workbook):
@@ -54,8 +86,9 @@ def test_sheet_by_name(workbook):
 
 
 def test_unknown_sheet_lists_the_sheets(workbook):
-    with pytest.raises(SourceError, match="Verkauf, Lager"):
+    with pytest.raises(SourceError) as info:
         read(workbook, sheet="Nope")
+    assert message(info) == " has no sheet 'Nope'; its sheets: Verkauf, Lager"
 
 
 def test_merged_cells_give_value_top_left(tmp_path):
@@ -131,19 +164,37 @@ def test_formula_without_cached_value_reads_as_missing(tmp_path):
     assert read(path).to_pydict() == {"a": [2], "b": [None]}
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", b"just text, not excel"])
-def test_garbage_named_xlsx_is_refused(tmp_path, content):
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", " is empty"),
+        (b"PK\x03\x04garbage", " is not a readable spreadsheet: "),
+        (b"just text, not excel", " is not a readable spreadsheet: "),
+        (bytes(range(256)) * 16, " is not a readable spreadsheet: "),
+    ],
+)
+def test_garbage_named_xlsx_is_refused(tmp_path, content, expected):
     path = tmp_path / "bad.xlsx"
     path.write_bytes(content)
-    with pytest.raises(SourceError):
+    with pytest.raises(SourceError) as info:
         read(path)
+    assert message(info).startswith(expected)
+
+
+def test_truncated_workbook_is_refused(workbook):
+    data = workbook.read_bytes()
+    workbook.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError) as info:
+        read(workbook)
+    assert message(info).startswith(" is not a readable spreadsheet: ")
 
 
 def test_empty_sheet_is_refused(tmp_path):
     path = tmp_path / "empty.xlsx"
     openpyxl.Workbook().save(path)
-    with pytest.raises(SourceError, match="empty"):
+    with pytest.raises(SourceError) as info:
         read(path)
+    assert message(info) == " (sheet 'Sheet') is empty"
 
 
 def test_mixed_column_becomes_text(tmp_path):
@@ -155,3 +206,72 @@ def test_mixed_column_becomes_text(tmp_path):
     path = tmp_path / "mixed.xlsx"
     book.save(path)
     assert read(path).column("code").to_pylist() == ["1", "A7", "2.5"]
+
+
+def test_header_only_gives_zero_rows_of_text_columns(tmp_path):
+    table = read(book_with([["sku", "menge"]], tmp_path / "h.xlsx"))
+    assert table.num_rows == 0
+    assert table.column_names == ["sku", "menge"]
+    assert [str(t) for t in table.schema.types] == ["string", "string"]
+
+
+def test_table_away_from_a1_and_trailing_empty_rows(tmp_path):
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet["C3"], sheet["D3"] = "sku", 2026  # a number as a header becomes its text
+    sheet["C4"], sheet["D4"] = "a", 1
+    sheet["C6"], sheet["D6"] = "b", 2  # row 5 stays empty: a row of nulls
+    sheet["C9"] = None
+    sheet["D12"].number_format = "0.00"  # formatted but empty: not data
+    path = tmp_path / "away.xlsx"
+    book.save(path)
+    assert read(path).to_pydict() == {"sku": ["a", None, "b"], "2026": [1, None, 2]}
+
+
+def test_number_kinds(tmp_path):
+    rows = [["whole", "mixed", "big"], [1, 1, 2**53], [2.0, 2.5, 1e300]]
+    table = read(book_with(rows, tmp_path / "n.xlsx"))
+    assert [str(t) for t in table.schema.types] == ["int64", "double", "double"]
+    assert table.to_pydict() == {"whole": [1, 2], "mixed": [1.0, 2.5], "big": [2.0**53, 1e300]}
+
+
+def test_dates_alone_are_dates_and_with_times_timestamps(tmp_path):
+    rows = [
+        ["day", "when"],
+        [dt.date(2026, 1, 2), dt.date(2026, 1, 2)],
+        [dt.date(2026, 1, 3), dt.datetime(2026, 1, 3, 8, 15)],
+    ]
+    path = tmp_path / "d.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for row in rows:
+        sheet.append(row)
+    for cell in ("A2", "A3", "B2"):
+        sheet[cell].number_format = "yyyy-mm-dd"  # a date cell, not a date-time
+    book.save(path)
+    table = read(path)
+    assert [str(t) for t in table.schema.types] == ["date32[day]", "timestamp[us]"]
+    assert table.to_pydict() == {
+        "day": [dt.date(2026, 1, 2), dt.date(2026, 1, 3)],
+        "when": [dt.datetime(2026, 1, 2), dt.datetime(2026, 1, 3, 8, 15)],
+    }
+
+
+def test_batches_follow_batch_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(excel_source, "BATCH_ROWS", 4)
+    path = book_with([["n"], *([i] for i in range(10))], tmp_path / "b.xlsx")
+    with open_source(str(path), SourceOptions()) as reader:
+        batches = list(reader)
+    assert [b.num_rows for b in batches] == [4, 4, 2]
+    assert [v for b in batches for v in b.column(0).to_pylist()] == list(range(10))
+
+
+def test_non_utf8_and_unicode_file_names(tmp_path):
+    for name in (os.fsdecode(b"caf\xe9.xlsx"), "Verkäufe ü.xlsx"):
+        path = tmp_path / name
+        with path.open("wb") as handle:
+            book = openpyxl.Workbook()
+            book.active.append(["a"])
+            book.active.append([1])
+            book.save(handle)
+        assert read(path).to_pydict() == {"a": [1]}

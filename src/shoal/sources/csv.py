@@ -1,26 +1,30 @@
 """CSV and TSV files, read by DuckDB's CSV reader.
 
 DuckDB sniffs the dialect (delimiter, quoting, header) and the column types and parses in
-parallel; quoted fields may hold newlines. Shoal adds what shop exports need around it:
+parallel, straight into Arrow batches; quoted fields may hold newlines. Shoal adds around it
+what shop exports need:
 
-* Encoding: a UTF-8 or UTF-16 byte-order mark decides; otherwise the whole file is checked
-  as UTF-8 (fast: CPython's decoder has an ASCII fast path), and a file that is not UTF-8 is
-  read as Windows-1252 (the encoding Excel and till software write in Western Europe; it
-  maps 0x80 to €), or Latin-1 when Windows-1252 cannot decode it. Non-UTF-8 input is
-  transcoded, streaming, into a UTF-8 scratch copy that is deleted afterwards.
-* Types are sniffed from a sample of rows (fast); a later value that does not fit raises
-  `TypeDriftError`, and the publish reads the file again with exact types.
-* Safety: an empty file, a binary file (NUL bytes) and ragged rows are refused with a clear
-  error instead of being skipped silently; lines longer than 8 MiB are refused.
+* Encoding: see `shoal.sources.textfile` (UTF-8, UTF-16 with a BOM, else Windows-1252 or
+  Latin-1, transcoded to a UTF-8 scratch copy that is deleted on exit).
+* Dialect: `.tsv` and `.tab` files are tab-separated; --delimiter and --header win over the
+  sniffer. A file of one line is a header without rows (a zero-row stream whose columns are
+  strings): the sniffer would otherwise call it a data row.
+* Numbers: DuckDB reads `.` as the decimal mark only. A German export's `3,50` (with `;`
+  as delimiter) stays the text "3,50"; a data contract can type it later.
+* Types: files up to 64 MiB (`EXACT_TYPES_UP_TO`) are typed from every row. Bigger files
+  are typed from DuckDB's sample of rows; a later value that does not fit raises
+  `TypeDriftError` naming the line and column, and a publish reads the file again with
+  exact types (`SourceOptions.exact_types`).
+* Refused with a one-line error instead of being skipped or padded silently: empty and
+  binary files, ragged rows, unterminated quotes, lines over 8 MiB.
 """
 
 from __future__ import annotations
 
-import codecs
-import shutil
-import tempfile
+import csv as stdlib_csv
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,17 +34,20 @@ import pyarrow as pa
 from shoal.engine import trusted_connection
 from shoal.errors import SourceError, TypeDriftError
 from shoal.sources.base import BATCH_ROWS, SourceOptions
-from shoal.sources.files import describe_path, existing_file, sql_string, utf8_named
+from shoal.sources.files import (
+    EXACT_TYPES_UP_TO,
+    describe_path,
+    existing_file,
+    scratch_folder,
+    sql_string,
+    utf8_named,
+)
+from shoal.sources.textfile import MAX_LINE_BYTES, detect_encoding, needs_transcoding, transcode
 
 __all__ = ["CsvSource"]
 
-MAX_LINE_BYTES = 8 * 1024 * 1024
-_CHUNK = 16 * 1024 * 1024
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
+_TAB_SUFFIXES = (".tsv", ".tab")
+_USUAL_DELIMITERS = (",", ";", "\t", "|")
 
 
 class CsvSource:
@@ -53,234 +60,181 @@ class CsvSource:
     @contextmanager
     def open(self, spec: str, options: SourceOptions) -> Iterator[pa.RecordBatchReader]:
         path = existing_file(spec)
-        encoding = options.encoding or detect_encoding(path)
-        scratch: Path | None = None
-        try:
+        encoding = detect_encoding(path, given=options.encoding)
+        delimiter = options.delimiter
+        if delimiter is None and spec.lower().endswith(_TAB_SUFFIXES):
+            delimiter = "\t"
+        with ExitStack() as stack:
             readable = path
-            if _normalised(encoding) not in ("utf-8", "utf8", "ascii"):
-                scratch = Path(tempfile.mkdtemp(prefix="csv-", dir=options.scratch_dir))
+            if needs_transcoding(encoding):
+                scratch = stack.enter_context(scratch_folder(options.scratch_dir, "csv-"))
                 readable = transcode(path, encoding, scratch / "utf8.csv")
-            delimiter = options.delimiter
-            if delimiter is None and spec.lower().endswith((".tsv", ".tab")):
-                delimiter = "\t"
-            with utf8_named(readable, options.scratch_dir) as named, trusted_connection() as con:
-                yield _read(con, named, path, delimiter, options.header, options.exact_types)
-        finally:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+            named = stack.enter_context(utf8_named(readable, options.scratch_dir))
+            con = stack.enter_context(trusted_connection())
+            reader = _CsvRead(con, named, describe_path(path), delimiter)
+            yield reader.open(options.header, options.exact_types)
 
 
-def detect_encoding(path: Path) -> str:
-    """Name the encoding of a text file; refuse empty, binary and over-long-line files.
+class _CsvRead:
+    """One read of one file: the DuckDB query, and turning its errors into plain words."""
 
-    One pass over the bytes checks UTF-8 and line lengths together; DuckDB's own sniffer
-    needs minutes to give up on a gigabyte-long line, this pass about a second.
-    """
-    with path.open("rb") as handle:
-        head = handle.read(64 * 1024)
-        if not head:
-            raise SourceError(f"{describe_path(path)} is empty")
-        if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise SourceError(f"{describe_path(path)} looks binary, not a text CSV file")
-        handle.seek(0)
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        utf8 = True
-        since_newline = 0
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            since_newline = _check_line_lengths(chunk, since_newline, path)
-            if utf8:
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError:
-                    utf8 = False
-        if utf8:
-            try:
-                decoder.decode(b"", final=True)
-            except UnicodeDecodeError:
-                utf8 = False
-    for bom, encoding in _BOMS:
-        if head.startswith(bom):
-            return encoding
-    return "utf-8" if utf8 else _legacy_encoding(path)
+    def __init__(self, con: Any, path: Path, shown: str, delimiter: str | None) -> None:
+        self.con = con
+        self.path = path
+        self.shown = shown
+        self.delimiter = delimiter
+        self.location = sql_string(str(path))
 
-
-def _check_line_lengths(chunk: bytes, since_newline: int, path: Path) -> int:
-    """Give the bytes after the chunk's last newline; refuse a line over the limit."""
-    first = chunk.find(b"\n")
-    if first < 0:
-        since_newline += len(chunk)
-    else:
-        longest_inside = _longest_gap(chunk, first)
-        if since_newline + first > MAX_LINE_BYTES or longest_inside > MAX_LINE_BYTES:
-            since_newline = MAX_LINE_BYTES + 1
-        else:
-            since_newline = len(chunk) - chunk.rfind(b"\n") - 1
-    if since_newline > MAX_LINE_BYTES:
-        raise SourceError(
-            f"{describe_path(path)} has a line longer than {MAX_LINE_BYTES // 2**20} MiB"
-        )
-    return since_newline
-
-
-def _longest_gap(chunk: bytes, first: int) -> int:
-    """Longest stretch between newlines in a chunk, probing only where one could hide.
-
-    A gap longer than the limit must contain a whole window of `MAX_LINE_BYTES` without a
-    newline, so looking for a newline in each such window is enough (a few calls a chunk).
-    """
-    start = first
-    while start + MAX_LINE_BYTES < len(chunk):
-        nxt = chunk.find(b"\n", start + 1, start + MAX_LINE_BYTES + 2)
-        if nxt < 0:
-            return MAX_LINE_BYTES + 1
-        start = chunk.rfind(b"\n", nxt, start + MAX_LINE_BYTES + 1)
-    return 0
-
-
-def _legacy_encoding(path: Path) -> str:
-    decoder = codecs.getincrementaldecoder("cp1252")()
-    with path.open("rb") as handle:
+    def open(self, header: bool | None, exact_types: bool) -> pa.RecordBatchReader:
+        if header is None and _one_line(self.path):
+            header = True  # a single line can only be a header: rows need one above them
+        exact = exact_types or self.path.stat().st_size <= EXACT_TYPES_UP_TO
+        params = [
+            f"max_line_size={MAX_LINE_BYTES}",
+            "strict_mode=true",  # refuse rows that break the dialect instead of guessing
+            "null_padding=false",  # a short row is an error, not a row padded with nulls
+            "skip=0",  # never drop leading lines silently
+        ]
+        if self.delimiter is not None:
+            params.append(f"delim={sql_string(self.delimiter)}")
+        if header is not None:
+            params.append(f"header={str(header).lower()}")
+        if exact:
+            params.append("sample_size=-1")
+        sql = f"SELECT * FROM read_csv({self.location}, {', '.join(params)})"
         try:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                decoder.decode(chunk)
-        except UnicodeDecodeError:
-            return "latin-1"
-    return "cp1252"
+            relation = self.con.sql(sql)  # the sniffer runs here
+        except duckdb.Error as exc:
+            raise self._diagnose() or self._error(exc, exact) from exc
+        if len(relation.columns) == 1 and self.delimiter is None:
+            # A file whose rows disagree makes the sniffer fall back to one column holding
+            # whole lines; if a usual delimiter is there, read with it to find the bad row.
+            error = self._diagnose()
+            if error is not None:
+                raise error
+        try:
+            reader = relation.to_arrow_reader(BATCH_ROWS)
+        except duckdb.Error as exc:
+            raise self._error(exc, exact) from exc
+        return pa.RecordBatchReader.from_batches(reader.schema, self._guarded(reader, exact))
+
+    def _guarded(self, reader: pa.RecordBatchReader, exact: bool) -> Iterator[pa.RecordBatch]:
+        """Yield the batches; parse errors found mid-file become SourceErrors too."""
+        try:
+            yield from reader
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+            # DuckDB's errors reach a stream reader as Arrow I/O errors.
+            raise self._error(exc, exact) from exc
+
+    def _diagnose(self) -> SourceError | None:
+        """Find the first row that breaks the file's apparent dialect, without sniffing.
+
+        The sniffer only says it cannot decide; a strict read with the delimiter the first
+        lines use, all text, names the line and what is wrong with it.
+        """
+        delimiter = self.delimiter or _usual_delimiter(self.path)
+        if delimiter is None:
+            return None
+        width = _first_line_width(self.path, delimiter)
+        columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width))
+        sql = (
+            f"SELECT count(*) FROM read_csv({self.location}, auto_detect=false, "
+            f"delim={sql_string(delimiter)}, quote='\"', escape='\"', header=false, "
+            f"columns={{{columns}}}, strict_mode=true, null_padding=false, "
+            f"max_line_size={MAX_LINE_BYTES})"
+        )
+        try:
+            self.con.sql(sql).fetchall()
+        except duckdb.Error as exc:
+            return self._error(exc, exact=True)
+        return None
+
+    def _error(self, exc: Exception, exact: bool) -> SourceError:
+        """Turn a DuckDB CSV error into one line that says what is wrong and where."""
+        text = str(exc)
+        # DuckDB appends a list of possible fixes that mentions every option; only the
+        # part before it says what happened.
+        what = re.split(r"\n\s*Possible (?:fixes|solutions|Solution)", text, maxsplit=1)[0]
+        line = _group(r"Line: (\d+)", what)
+        at = f" (line {line})" if line else ""
+        where = self.shown
+        if "Maximum line size" in what:
+            return SourceError(f"{where} has a line longer than {MAX_LINE_BYTES // 2**20} MiB")
+        if "Expected Number of Columns" in what:
+            expected = _group(r"Expected Number of Columns: (\d+)", what)
+            found = _group(r"Found: (\d+)", what)
+            return SourceError(
+                f"{where}: line {line} has {_fields(found)}, the first line has "
+                f"{_fields(expected)} (ragged rows)",
+                hint="check the delimiter (--delimiter) and quoting; remove title lines "
+                "above the header",
+            )
+        if "unterminated quote" in what:
+            return SourceError(
+                f"{where}: a quoted field starting on line {line} is never closed "
+                "(is the file cut off?)"
+            )
+        if "not possible to automatically detect" in what:
+            return SourceError(
+                f"cannot work out how {where} is laid out: its rows do not share one "
+                "delimiter and quoting",
+                hint="give the delimiter with --delimiter; check for ragged rows",
+            )
+        if "Invalid unicode" in what:
+            return SourceError(
+                f"{where} is not valid UTF-8{at}", hint="give its encoding with --encoding"
+            )
+        if "Could not convert" in what or "Conversion Error" in what:
+            column = _group(r'converting column "([^"]*)"', what)
+            value = _group(r"(Could not convert [^\n]*)", what) or "a value does not fit"
+            message = f"{where}{at}, column {column!r}: {value}"
+            if exact:
+                return SourceError(
+                    message, hint="give the column's type in a data contract (--contract)"
+                )
+            return TypeDriftError(
+                f"{message} (its type was sniffed from the first rows)",
+                hint="read it again with exact types; a publish does that by itself",
+            )
+        return SourceError(f"cannot read {where} as CSV: {_first_line(what)}")
 
 
-def transcode(source: Path, encoding: str, target: Path) -> Path:
-    """Copy `source` as UTF-8 into `target`, streaming, so DuckDB can read it."""
-    try:
-        codecs.lookup(encoding)
-    except LookupError as exc:
-        raise SourceError(f"unknown encoding {encoding!r}") from exc
-    try:
-        with (
-            source.open("r", encoding=encoding, newline="") as reader,
-            target.open("w", encoding="utf-8", newline="") as writer,
-        ):
-            shutil.copyfileobj(reader, writer, _CHUNK)
-    except UnicodeDecodeError as exc:
-        raise SourceError(
-            f"{describe_path(source)} is not valid {encoding} (byte {exc.start})"
-        ) from exc
-    return target
-
-
-def _read(
-    con: Any,
-    path: Path,
-    shown: Path,
-    delimiter: str | None,
-    header: bool | None,
-    exact_types: bool,
-) -> pa.RecordBatchReader:
-    location = sql_string(str(path))
-    sniffed_delimiter, sniffed_header = _sniff(con, location, shown)
-    options = [
-        f"delim={sql_string(delimiter or sniffed_delimiter)}",
-        f"header={'true' if (sniffed_header if header is None else header) else 'false'}",
-        "skip=0",  # never drop leading lines silently; ragged files are refused instead
-        f"max_line_size={MAX_LINE_BYTES}",
-        "strict_mode=true",
-        "null_padding=false",
-    ]
-    if exact_types:
-        # Every row is looked at to type the columns: about three times slower, so only
-        # when a sampled read met a value its type did not fit (see TypeDriftError).
-        options.append("sample_size=-1")
-    sql = f"SELECT * FROM read_csv({location}, {', '.join(options)})"
-    try:
-        relation = con.sql(sql)
-        reader = relation.to_arrow_reader(BATCH_ROWS)
-    except duckdb.Error as exc:
-        raise _csv_error(exc, shown) from exc
-    return _guarded(reader, shown)
-
-
-def _sniff(con: Any, location: str, shown: Path) -> tuple[str, bool]:
-    try:
-        row = con.execute(
-            f"SELECT Delimiter, HasHeader, len(Columns) FROM sniff_csv({location}, "
-            f"max_line_size={MAX_LINE_BYTES}, sample_size=20480)"
-        ).fetchall()[0]
-    except duckdb.Error as exc:
-        raise _csv_error(exc, shown) from exc
-    delimiter, has_header, columns = str(row[0]), bool(row[1]), int(row[2])
-    if columns == 1:
-        # A ragged file makes the sniffer fall back to one column holding whole lines;
-        # if the first line has a usual delimiter, read with it so ragged rows show.
-        delimiter = _usual_delimiter(shown) or delimiter
-    if _line_count_at_most_one(shown):
-        has_header = True  # one line can only be a header (a data row needs a header above)
-    return delimiter, has_header
+def _one_line(path: Path) -> bool:
+    """Tell whether the file holds at most one line (a trailing newline allowed)."""
+    with path.open("rb") as handle:
+        head = handle.read(MAX_LINE_BYTES + 2)
+    return len(head) <= MAX_LINE_BYTES and b"\n" not in head.rstrip(b"\r\n")
 
 
 def _usual_delimiter(path: Path) -> str | None:
-    with path.open("rb") as handle:
-        first = handle.readline(MAX_LINE_BYTES)
-    counts = {d: first.count(d.encode()) for d in (",", ";", "\t", "|")}
-    best = max(counts, key=lambda d: counts[d])
+    """The usual delimiter found on most of the first lines, if any."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+        lines = [handle.readline(MAX_LINE_BYTES) for _ in range(20)]
+    counts = {d: sum(d in line for line in lines) for d in _USUAL_DELIMITERS}
+    best = max(_USUAL_DELIMITERS, key=lambda d: counts[d])
     return best if counts[best] else None
 
 
-def _line_count_at_most_one(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(MAX_LINE_BYTES)
-    return head.rstrip(b"\r\n").count(b"\n") == 0 and len(head) < MAX_LINE_BYTES
+def _first_line_width(path: Path, delimiter: str) -> int:
+    """Count the fields of the first line, with the standard library's CSV parser."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+        first = handle.readline(MAX_LINE_BYTES).lstrip("\ufeff")
+    row = next(stdlib_csv.reader([first], delimiter=delimiter), [])
+    return max(len(row), 1)
 
 
-def _guarded(reader: pa.RecordBatchReader, shown: Path) -> pa.RecordBatchReader:
-    """Wrap the stream so parse errors found mid-file become SourceErrors too."""
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            yield from reader
-        except (duckdb.Error, pa.ArrowInvalid, OSError) as exc:
-            # DuckDB's errors reach a stream reader as Arrow I/O errors.
-            raise _csv_error(exc, shown) from exc
-
-    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+def _fields(count: str | None) -> str:
+    return f"{count} field" if count == "1" else f"{count} fields"
 
 
-def _csv_error(exc: Exception, shown: Path) -> SourceError:
-    text = str(exc)
-    where = describe_path(shown)
-    if "Maximum line size" in text or "max_line_size" in text:
-        return SourceError(f"{where} has a line longer than {MAX_LINE_BYTES // 2**20} MiB")
-    if "not possible to automatically detect" in text or "Expected Number of Columns" in text:
-        line = _line_of(text)
-        return SourceError(
-            f"{where}: rows have different numbers of fields{line} (ragged rows)",
-            hint="check the delimiter (--delimiter) and quoting of the file",
-        )
-    if "Could not convert" in text or "Conversion Error" in text:
-        return TypeDriftError(
-            f"{where}: a value does not fit its column's detected type{_line_of(text)}: "
-            f"{_first_line(text)}",
-            hint="publish a contract with the column's type (--contract), or fix the value",
-        )
-    return SourceError(f"cannot read {where} as CSV: {_first_line(text)}")
-
-
-def _line_of(text: str) -> str:
-    marker = "Line: "
-    if marker in text:
-        number = text.split(marker, 1)[1].split()[0].strip(",.")
-        return f" (line {number})"
-    return ""
+def _group(pattern: str, text: str) -> str | None:
+    match = re.search(pattern, text)
+    return match.group(1) if match else None
 
 
 def _first_line(text: str) -> str:
     for line in text.splitlines():
-        cleaned = line.replace("Invalid Input Error: ", "").replace("Conversion Error: ", "")
-        if cleaned.strip():
-            return cleaned.strip()[:300]
+        cleaned = re.sub(r"^(Invalid Input|Conversion|IO) Error: ", "", line.strip())
+        if cleaned:
+            return cleaned[:300]
     return text[:300]
-
-
-def _normalised(encoding: str) -> str:
-    try:
-        return codecs.lookup(encoding).name
-    except LookupError as exc:
-        raise SourceError(f"unknown encoding {encoding!r}") from exc

@@ -11,7 +11,20 @@ from pathlib import Path
 
 from shoal.errors import SourceError
 
-__all__ = ["describe_path", "existing_file", "sql_string", "utf8_named"]
+__all__ = [
+    "EXACT_TYPES_UP_TO",
+    "describe_path",
+    "existing_file",
+    "scratch_folder",
+    "sql_string",
+    "utf8_named",
+]
+
+# Text sources (CSV, JSON) up to this size are typed from every row: about three times
+# slower than DuckDB's sample of rows, which at this size costs well under a second and
+# makes the types deterministic. Bigger files are typed from the sample; a late value that
+# does not fit raises TypeDriftError and a publish reads again with exact types.
+EXACT_TYPES_UP_TO = 64 * 1024 * 1024
 
 
 def existing_file(spec: str) -> Path:
@@ -29,8 +42,8 @@ def existing_file(spec: str) -> Path:
 def describe_path(path: Path) -> str:
     """Name a path for messages; undecodable bytes in names are shown escaped, not crashed on."""
     # A name with bytes that are not valid UTF-8 holds surrogates after fsdecode; printing
-    # them would raise, so they are shown as escapes.
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    # them would raise, so those bytes are shown as escapes (caf\xe9.csv).
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def sql_string(text: str) -> str:
@@ -39,8 +52,19 @@ def sql_string(text: str) -> str:
 
 
 @contextmanager
+def scratch_folder(parent: Path | None, prefix: str) -> Iterator[Path]:
+    """Give a new scratch folder in `parent` (else the system's), deleted on exit."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
 def utf8_named(path: Path, scratch_dir: Path | None) -> Iterator[Path]:
-    """Give a path to the same file whose name DuckDB can take (it needs UTF-8 names).
+    """Give a path to the same file that readers can open (DuckDB, pyarrow and calamine
+    need names that are valid UTF-8).
 
     A name with bytes that are not UTF-8 (common on USB sticks from old tills) is reached
     through a symlink with a plain name in a scratch folder.
@@ -52,10 +76,7 @@ def utf8_named(path: Path, scratch_dir: Path | None) -> Iterator[Path]:
     else:
         yield path
         return
-    scratch = Path(tempfile.mkdtemp(prefix="name-", dir=scratch_dir))
-    try:
+    with scratch_folder(scratch_dir, "name-") as scratch:
         link = scratch / f"source{path.suffix.encode('ascii', 'ignore').decode()}"
         link.symlink_to(path.resolve())
         yield link
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

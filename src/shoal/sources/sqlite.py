@@ -1,32 +1,59 @@
 """SQLite databases: `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`.
 
-Read with the standard library's sqlite3, opened read-only (and `query_only`, so `--query`
-can never write). SQLite lets any value sit in any column, and Arrow readers that type a
-column from its first rows fail on later ones (ADBC's driver does: a NULL-only start then
-text gives "type mismatch"). So a first pass asks SQLite for the storage classes each column
-really holds (`typeof`), and the column type follows from all of them: integer -> int64,
-integer and real -> float64, any text -> string, blob -> binary. The second pass streams
-rows in batches, so memory stays bounded.
+Read with the ADBC SQLite driver, which steps SQLite's cursor straight into Arrow batches.
+
+SQLite lets any value sit in any column, while ADBC types each column from its first batch
+of rows and stops with "type mismatch" when a later value differs: a column of integers
+that later holds text or reals, or one that starts with NULLs (ADBC guesses int64). So the
+types are settled first, from every row: one pass (about a third of the read's time) asks
+SQLite which storage classes each column holds (`typeof`), and the type follows from all:
+
+    integer only -> int64        integer and real -> float64      any text -> string
+    blob only -> binary          nothing but NULL -> string       blob and others -> refused
+
+The read then casts each value to its column's storage class and puts one row of that
+class in front (dropped again before the caller sees it), so ADBC's guess from the first
+rows is right by construction. SQLite has no date or boolean storage: such columns arrive
+as their stored text or integers, for a data contract to type.
+
+Access is read-only twice over: the file is opened with `mode=ro`, and a --query only ever
+runs as a subquery of Shoal's SELECT, so it cannot be ATTACH, PRAGMA or a write. (The
+standard library's sqlite3 would allow the same checks, but builds every value as a Python
+object: about three times slower than this.)
 """
 
 from __future__ import annotations
 
-import sqlite3
+import os
+import re
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.request import pathname2url
+from urllib.parse import quote
 
+import adbc_driver_manager
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import pyarrow as pa
 
+from shoal.engine import quote_identifier
 from shoal.errors import SourceError
 from shoal.sources.base import BATCH_ROWS, SourceOptions
 from shoal.sources.files import describe_path
 
-__all__ = ["SqliteSource"]
+__all__ = ["SqliteSource", "database_path"]
 
 PREFIX = "sqlite:///"
+_MAGIC = b"SQLite format 3\x00"
+# What the driver raises: DB-API errors, and OSError for errors met while streaming.
+_DRIVER_ERRORS = (adbc_driver_manager.Error, OSError)
+# Storage class -> (SQL that converts a value to it, a value of it, the Arrow type).
+_STORAGE: dict[str, tuple[str, str, pa.DataType]] = {
+    "integer": ("{}", "0", pa.int64()),
+    "real": ("CAST({} AS REAL)", "0.0", pa.float64()),
+    "text": ("CAST({} AS TEXT)", "''", pa.string()),
+    "blob": ("{}", "x'00'", pa.binary()),
+}
 
 
 class SqliteSource:
@@ -38,129 +65,149 @@ class SqliteSource:
 
     @contextmanager
     def open(self, spec: str, options: SourceOptions) -> Iterator[pa.RecordBatchReader]:
+        if (options.table is None) == (options.query is None):
+            raise SourceError("a SQLite source needs exactly one of --table or --query")
         path = database_path(spec)
-        query = select_query(options, _tables(path), describe_path(path))
-        with closing(_connect(path)) as con:
-            yield _stream(con, query, describe_path(path))
+        shown = describe_path(path)
+        with ExitStack() as stack:
+            con = stack.enter_context(closing(_connect(path)))
+            if options.table is not None:
+                query = f"SELECT * FROM {quote_identifier(_known_table(con, options.table, shown))}"
+            else:
+                query = (options.query or "").strip().rstrip(";")
+            names = _run(con, f"SELECT * FROM ({_nested(query)}) LIMIT 0", shown).schema.names
+            if not names:
+                raise SourceError(f"the query on {shown} gives no columns")
+            storage = _storage_classes(con, query, len(names), shown)
+            kinds = [
+                _storage_class(classes, name, shown)
+                for name, classes in zip(names, storage, strict=True)
+            ]
+            cursor = stack.enter_context(closing(con.cursor()))
+            yield _typed_stream(cursor, query, names, kinds, shown)
 
 
 def database_path(spec: str) -> Path:
+    """Give the path of an existing SQLite database named by a `sqlite:///` URL."""
     if not spec.lower().startswith(PREFIX) or len(spec) == len(PREFIX):
         raise SourceError(
             f"bad SQLite URL {spec!r}: use sqlite:///relative/path.db or sqlite:////absolute.db"
         )
     path = Path(spec[len(PREFIX) :])
     if not path.is_file():
+        # Checked here: SQLite itself would create an empty database.
         raise SourceError(f"SQLite database {describe_path(path)} does not exist")
     with path.open("rb") as handle:
-        if handle.read(16) != b"SQLite format 3\x00":
+        if handle.read(len(_MAGIC)) != _MAGIC:
             raise SourceError(f"{describe_path(path)} is not a SQLite database")
     return path
 
 
-def select_query(options: SourceOptions, tables: list[str], shown: str) -> str:
-    """Give the SELECT to run: the table's rows or the user's query (exactly one)."""
-    if (options.table is None) == (options.query is None):
-        raise SourceError("a SQLite source needs exactly one of --table or --query")
-    if options.query is not None:
-        return options.query
-    assert options.table is not None
-    if options.table not in tables:
-        listed = ", ".join(tables) or "none"
-        raise SourceError(f"{shown} has no table {options.table!r}; its tables: {listed}")
-    return f"SELECT * FROM {_quote(options.table)}"
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    uri = f"file:{pathname2url(str(path.resolve()))}?mode=ro"
+def _connect(path: Path) -> Any:
+    # A URI, so the file opens read-only; names that are not UTF-8 go percent-encoded.
+    uri = f"file:{quote(os.fsencode(path.resolve()))}?mode=ro"
     try:
-        con = sqlite3.connect(uri, uri=True)
-        con.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as exc:
+        return adbc_sqlite.connect(uri)
+    except _DRIVER_ERRORS as exc:
         raise SourceError(f"cannot open SQLite database {describe_path(path)}: {exc}") from exc
-    return con
 
 
-def _tables(path: Path) -> list[str]:
-    with closing(_connect(path)) as con:
+def _run(con: Any, sql: str, shown: str) -> pa.Table:
+    """Run a small statement of Shoal's and give its whole result."""
+    with closing(con.cursor()) as cursor:
         try:
-            rows = con.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
-            ).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise SourceError(f"{describe_path(path)} is not a readable SQLite database") from exc
-    return [str(row[0]) for row in rows]
+            cursor.execute(sql)
+            result: pa.Table = cursor.fetch_arrow_table()
+        except _DRIVER_ERRORS as exc:
+            raise _failure(exc, "SQLite query failed", shown) from exc
+    return result
 
 
-def _stream(con: sqlite3.Connection, query: str, shown: str) -> pa.RecordBatchReader:
+def _known_table(con: Any, table: str, shown: str) -> str:
+    listing = _run(
+        con, "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name", shown
+    )
+    tables = [str(name) for name in listing.column("name").to_pylist()]
+    if table not in tables:
+        listed = ", ".join(tables) or "none"
+        raise SourceError(f"{shown} has no table {table!r}; its tables: {listed}")
+    return table
+
+
+def _storage_classes(con: Any, query: str, width: int, shown: str) -> list[set[str]]:
+    """Ask SQLite which storage classes each column holds over all rows (one pass)."""
+    probes = ", ".join(f"group_concat(DISTINCT typeof({_column(i)}))" for i in range(width))
+    row = _run(con, f"{_with_q(query, width)} SELECT {probes} FROM q", shown)
+    found = [row.column(i)[0].as_py() for i in range(width)]
+    return [set((text or "").split(",")) - {"null", ""} for text in found]
+
+
+def _storage_class(classes: set[str], name: str, shown: str) -> str:
+    """The one storage class a column's values are read as, from all it holds."""
+    if "blob" in classes and len(classes) > 1:
+        raise SourceError(
+            f"column {name!r} of {shown} mixes binary values with others",
+            hint="select it with CAST(... AS BLOB) or CAST(... AS TEXT)",
+        )
+    for kind in ("blob", "text", "real", "integer"):
+        if kind in classes:
+            return kind
+    return "text"  # only NULLs: nothing says what they would have been
+
+
+def _typed_stream(
+    cursor: Any, query: str, names: list[str], kinds: list[str], shown: str
+) -> pa.RecordBatchReader:
+    width = len(names)
+    first = ", ".join(
+        f"{_STORAGE[kind][1]} AS {quote_identifier(name)}"
+        for kind, name in zip(kinds, names, strict=True)
+    )
+    rest = ", ".join(_STORAGE[kind][0].format(_column(i)) for i, kind in enumerate(kinds))
+    # SQLite runs the arms of UNION ALL in order: the typed first row comes first.
+    sql = f"{_with_q(query, width)} SELECT {first} UNION ALL SELECT {rest} FROM q"
     try:
-        cursor = con.execute(query)
-    except sqlite3.Error as exc:
-        raise SourceError(f"SQLite query failed on {shown}: {exc}") from exc
-    if cursor.description is None:
-        raise SourceError("the SQLite query returns no rows (only SELECT is allowed)")
-    names = [str(col[0]) for col in cursor.description]
-    cursor.close()
-    types = _column_types(con, query, names, shown)
-    schema = pa.schema([pa.field(name, kind) for name, kind in zip(names, types, strict=True)])
+        # The driver's default is 1,024 rows a batch; fewer, larger batches are cheaper.
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+        cursor.execute(sql)
+        reader = cursor.fetch_record_batch()
+    except _DRIVER_ERRORS as exc:
+        raise _failure(exc, "SQLite query failed", shown) from exc
+    schema = pa.schema([(n, _STORAGE[k][2]) for n, k in zip(names, kinds, strict=True)])
 
     def batches() -> Iterator[pa.RecordBatch]:
-        rows_cursor = con.execute(query)
-        while True:
-            try:
-                rows = rows_cursor.fetchmany(BATCH_ROWS)
-            except sqlite3.Error as exc:
-                raise SourceError(f"SQLite read failed on {shown}: {exc}") from exc
-            if not rows:
-                return
-            columns = [
-                pa.array([_convert(row[i], kind) for row in rows], kind)
-                for i, kind in enumerate(types)
-            ]
-            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+        skip = 1
+        try:
+            for batch in reader:
+                if skip and batch.num_rows:
+                    batch, skip = batch.slice(skip), 0
+                yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        except _DRIVER_ERRORS as exc:
+            raise _failure(exc, "SQLite read failed", shown) from exc
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _column_types(
-    con: sqlite3.Connection, query: str, names: list[str], shown: str
-) -> list[pa.DataType]:
-    """Ask SQLite which storage classes each column holds, over every row."""
-    probes = []
-    for index in range(len(names)):
-        column = f"q.{_quote(names[index])}"
-        for storage in ("integer", "real", "text", "blob"):
-            probes.append(f"max(typeof({column}) = '{storage}')")
-    sql = f"SELECT {', '.join(probes)} FROM ({query}) AS q"
-    try:
-        row = con.execute(sql).fetchone()
-    except sqlite3.Error as exc:
-        raise SourceError(f"SQLite query failed on {shown}: {exc}") from exc
-    types: list[pa.DataType] = []
-    for index, name in enumerate(names):
-        has_int, has_real, has_text, has_blob = (bool(v) for v in row[index * 4 : index * 4 + 4])
-        if has_blob and (has_int or has_real or has_text):
-            raise SourceError(f"column {name!r} of {shown} mixes binary and other values")
-        if has_blob:
-            types.append(pa.binary())
-        elif has_text or not (has_int or has_real):
-            types.append(pa.string())
-        elif has_real:
-            types.append(pa.float64())
-        else:
-            types.append(pa.int64())
-    return types
+def _nested(query: str) -> str:
+    # On lines of its own, so a trailing -- comment in the query cannot swallow the ')'.
+    return f"\n{query}\n"
 
 
-def _convert(value: Any, kind: pa.DataType) -> Any:
-    if value is None:
-        return None
-    if kind == pa.string() and not isinstance(value, str):
-        return str(value)
-    if kind == pa.float64():
-        return float(value)
-    return value
+def _with_q(query: str, width: int) -> str:
+    """Give a WITH naming the query's result `q`, its columns c0, c1, ... by position.
+
+    Positional names, because the query's own may repeat or hold any character.
+    """
+    return f"WITH q({', '.join(_column(i) for i in range(width))}) AS ({_nested(query)})"
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _column(index: int) -> str:
+    return f"c{index}"
+
+
+def _failure(exc: Exception, what: str, shown: str) -> SourceError:
+    """The driver's error in one line, its codes and prefixes dropped."""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^[A-Z_]+: (\[SQLite\] )?(Failed to prepare query: )?", "", text)
+    hint = "a --query is one SELECT statement: sources are only ever read"
+    return SourceError(f"{what} on {shown}: {text}", hint=hint if "syntax error" in text else None)
