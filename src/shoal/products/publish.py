@@ -139,7 +139,9 @@ def publish(
             store.product_dir(name).mkdir(parents=True, exist_ok=True)
             if contract_changed:
                 atomic_write(pending, contract_bytes)
-            history.announce(new_version, {p.name: _durable_sha256(p) for p in staged.files})
+            for path in staged.files:
+                _flush_to_disk(path)  # the commit will point at them: data first, always
+            history.announce(new_version, {p.name: _staged_sha256(p) for p in staged.files})
             try:
                 added, removed = _commit(store, name, staged, mode, keys, table, meta)
                 history.catch_up(store.home.key())
@@ -446,10 +448,13 @@ def _latest_version(table: DeltaTable | None) -> int:
     return 0
 
 
-def _durable_sha256(path: Path) -> str:
-    """Flush a staged file to disk (the commit will point at it) and give its SHA-256."""
+def _flush_to_disk(path: Path) -> None:
     with path.open("rb") as handle:
         os.fdatasync(handle.fileno())
+
+
+def _staged_sha256(path: Path) -> str:
+    """A staged file's SHA-256, for its log entry (hashed while still in the page cache)."""
     return file_sha256(path)
 
 
