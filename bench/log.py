@@ -153,8 +153,9 @@ interleaved, in-process): with the log {statistics.median(with_log):.2f} ms medi
 **{added:+.2f} ms added** by the difference of medians. The log's own steps (announce,
 hash of staged files, entry, checkpoint; both nodes flush data files to disk), timed
 directly: **{direct:.2f} ms median**
-(min {min(steps):.2f}, max {max(steps):.2f}). Target <= 5 ms added:
-{"PASS" if max(added, direct) <= 5 else "MISS"} (judged on the larger of the two figures).
+(min {min(steps):.2f}, max {max(steps):.2f}). Target <= 5 ms added, judged as the issue defines
+it (with the log against without it): {"PASS" if added <= 5 else "MISS"}; the direct timing is
+{"within" if direct <= 5 else "over"} 5 ms.
 
 Verify over {speeds["mb"][0]:,.0f} MB of data files ({args.runs} runs after a warm-up):
 
