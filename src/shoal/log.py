@@ -35,6 +35,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shoal.crypto import NodeKey, key_id_of, public_key_from_bytes, verify
+from shoal.durable import atomic_write
 from shoal.errors import ShoalError
 from shoal.merkle import (
     Frontier,
@@ -425,7 +426,7 @@ class ProductLog:
         raw = self.entries_path.read_bytes()
         if raw and not raw.endswith(b"\n"):
             keep = raw[: raw.rfind(b"\n") + 1]
-            _atomic_write(self.entries_path, keep)
+            atomic_write(self.entries_path, keep)
 
     # -- proofs -------------------------------------------------------------------------
     def inclusion(self, seq: int, size: int | None = None) -> list[bytes]:
@@ -505,17 +506,3 @@ def check_chain(
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

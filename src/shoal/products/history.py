@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from shoal.crypto import NodeKey, public_key_from_bytes
+from shoal.durable import fsync_dir
 from shoal.errors import ConflictError
 from shoal.log import (
     ENTRY_KEY_ROTATION,
@@ -41,7 +42,7 @@ from shoal.log import (
 )
 from shoal.merkle import root_from_leaf_hashes
 from shoal.names import is_valid_name
-from shoal.products.store import ProductStore, fsync_dir, rows_changed
+from shoal.products.store import ProductStore, rows_changed
 
 __all__ = ["ProductHistory", "locked_product", "recover_all", "verify_history"]
 

@@ -49,11 +49,12 @@ from shoal.contracts import (
     null_counts,
     with_required,
 )
+from shoal.durable import atomic_write
 from shoal.engine import quote_identifier, trusted_connection
 from shoal.errors import ConflictError, ContractViolation, RuleFailure, UsageError
 from shoal.log import file_sha256
 from shoal.products.history import locked_product
-from shoal.products.store import META_PREFIX, ProductStore, atomic_write, delta_error
+from shoal.products.store import META_PREFIX, ProductStore, delta_error
 
 __all__ = ["Mode", "PublishResult", "check_current_data", "publish"]
 

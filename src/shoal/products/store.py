@@ -31,17 +31,11 @@ from deltalake import DeltaTable
 
 from shoal.config import Home
 from shoal.contracts import Contract, dump_contract, load_contract
+from shoal.durable import atomic_write
 from shoal.errors import ConflictError, NotFoundError, ShoalError
 from shoal.names import check_name
 
-__all__ = [
-    "ProductInfo",
-    "ProductStore",
-    "VersionInfo",
-    "atomic_write",
-    "fsync_dir",
-    "rows_changed",
-]
+__all__ = ["ProductInfo", "ProductStore", "VersionInfo", "rows_changed"]
 
 META_PREFIX = "shoal."
 
@@ -83,30 +77,11 @@ class ProductInfo:
         return asdict(self)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so a crash leaves the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fdatasync(handle.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
-
-
 def _older_than(path: Path, seconds: float) -> bool:
     try:
         return time.time() - path.stat().st_mtime > seconds
     except OSError:
         return False
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ProductStore:
