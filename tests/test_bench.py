@@ -9,12 +9,13 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def test_publish_benchmark_quick(tmp_path):
+def run_quick(script: str, tmp_path: Path) -> str:
+    """Run a benchmark in --quick mode into a scratch RESULTS.md and give that file's text."""
     results = tmp_path / "RESULTS.md"
     done = subprocess.run(
         [
             sys.executable,
-            str(BENCH / "publish.py"),
+            str(BENCH / script),
             "--quick",
             "--data-dir",
             str(tmp_path / "data"),
@@ -27,7 +28,11 @@ def test_publish_benchmark_quick(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    text = results.read_text()
+    return results.read_text()
+
+
+def test_publish_benchmark_quick(tmp_path):
+    text = run_quick("publish.py", tmp_path)
     assert "<!-- bench:publish -->" in text and "<!-- /bench:publish -->" in text
     assert "| shoal publish |" in text and "| duckdb COPY to parquet |" in text
     assert "Ratio shoal/duckdb" in text
@@ -46,24 +51,7 @@ def test_benchmarks_list_their_knobs():
 
 
 def test_log_benchmark_quick(tmp_path):
-    results = tmp_path / "RESULTS.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "log.py"),
-            "--quick",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--results",
-            str(results),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    text = results.read_text()
+    text = run_quick("log.py", tmp_path)
     assert "<!-- bench:log -->" in text
     assert "| shoal verify |" in text and "| sha256sum |" in text
     assert "ms added" in text

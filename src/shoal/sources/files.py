@@ -15,6 +15,7 @@ __all__ = [
     "EXACT_TYPES_UP_TO",
     "describe_path",
     "existing_file",
+    "non_empty_file",
     "scratch_folder",
     "sql_string",
     "utf8_named",
@@ -37,6 +38,15 @@ def existing_file(spec: str) -> Path:
     if not os.access(path, os.R_OK):
         raise SourceError(f"{describe_path(path)} is not readable")
     return path
+
+
+def non_empty_file(spec: str) -> tuple[Path, str]:
+    """Give a readable, non-empty file and its name for messages, or a SourceError."""
+    path = existing_file(spec)
+    shown = describe_path(path)
+    if path.stat().st_size == 0:
+        raise SourceError(f"{shown} is empty")
+    return path, shown
 
 
 def describe_path(path: Path) -> str:

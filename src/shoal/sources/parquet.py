@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from shoal.errors import SourceError
 from shoal.sources.base import BATCH_ROWS, SourceOptions
-from shoal.sources.files import describe_path, existing_file, utf8_named
+from shoal.sources.files import non_empty_file, utf8_named
 
 __all__ = ["ParquetSource"]
 
@@ -34,10 +34,7 @@ class ParquetSource:
 
     @contextmanager
     def open(self, spec: str, options: SourceOptions) -> Iterator[pa.RecordBatchReader]:
-        path = existing_file(spec)
-        shown = describe_path(path)
-        if path.stat().st_size == 0:
-            raise SourceError(f"{shown} is empty")
+        path, shown = non_empty_file(spec)
         with ExitStack() as stack:
             named = stack.enter_context(utf8_named(path, options.scratch_dir))
             try:
