@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -248,3 +249,51 @@ def test_tree_cache_is_rebuilt_when_it_disagrees_with_the_log(tmp_path):
     assert log.frontier()[0].root() == want
     log.state_path.write_text("garbage")
     assert log.frontier()[0].root() == want
+
+
+def test_an_entry_that_does_not_extend_the_log_is_refused(tmp_path):
+    log = build(tmp_path, 2)
+    with pytest.raises(HistoryError, match="does not extend"):
+        log.append(entry(2, prev="00" * 32), KEY)
+    with pytest.raises(HistoryError, match="does not extend"):
+        log.append(entry(5, log.entries()[-1].leaf_hash().hex()), KEY)
+    assert log.size() == 2
+
+
+def test_lines_are_canonical_json_of_entry_and_signature(tmp_path):
+    log = build(tmp_path, 2)
+    for line in log.entries_path.read_bytes().splitlines():
+        record = json.loads(line)
+        assert canonical_json(record) == line
+
+
+def test_state_kept_between_uses_notices_changes_made_elsewhere(tmp_path):
+    states: dict = {}
+    log = ProductLog(tmp_path / "log", "berlin/sales", states)
+    prev = ""
+    for seq in range(3):
+        e = entry(seq, prev)
+        log.append(e, KEY)
+        prev = e.leaf_hash().hex()
+    log.sign_checkpoint(KEY, "berlin")
+    elsewhere = ProductLog(tmp_path / "log", "berlin/sales")  # another process, say
+    e = entry(3, prev)
+    elsewhere.append(e, KEY)
+    elsewhere.sign_checkpoint(KEY, "berlin")
+    assert log.state().size == 4
+    log.append(entry(4, e.leaf_hash().hex()), KEY)
+    assert log.sign_checkpoint(KEY, "berlin").root == ProductLog(log.directory, "x").root()
+
+
+def test_a_long_last_line_is_found_from_the_end(tmp_path):
+    log = build(tmp_path, 1)
+    big = entry(
+        1,
+        log.entries()[0].leaf_hash().hex(),
+        files_added=tuple(FileRef(f"part-{i:06d}.parquet", "ab" * 32, i) for i in range(2000)),
+    )
+    log.append(big, KEY)
+    assert len(log.entries_path.read_bytes()) > 1 << 17
+    fresh = ProductLog(log.directory, "berlin/sales")
+    assert fresh.load().last == big
+    assert fresh.last_entry() == big

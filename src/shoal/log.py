@@ -18,6 +18,8 @@ Files under `products/<name>/log/`:
     checkpoint       the latest signed checkpoint (a signed note); the node signs a new one
                      only for a tree that extends it, so it never signs two roots for one
                      size (a fork) nor a size below one it signed (a rollback)
+    tree.json        a cache of the tree's right edge and recent roots, so an append costs
+                     O(log n); derived from the entries, rebuilt whenever it disagrees
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shoal.crypto import NodeKey, key_id_of, public_key_from_bytes, verify
-from shoal.durable import atomic_write
 from shoal.errors import ShoalError
 from shoal.merkle import (
     Frontier,
@@ -53,6 +54,7 @@ __all__ = [
     "FileRef",
     "HistoryError",
     "LogEntry",
+    "LogState",
     "ProductLog",
     "canonical_json",
     "check_chain",
@@ -250,21 +252,53 @@ class Checkpoint:
         return verify(public, self.signature[4:], self.text().encode())
 
 
-class ProductLog:
-    """The log files of one product, with append, read, proofs and verification."""
+Stamp = tuple[int, int, int]
+"""A file's size, modification time (ns) and inode; (-1, 0, 0) when it does not exist."""
 
-    def __init__(self, directory: Path, origin: str) -> None:
+_MISSING: Stamp = (-1, 0, 0)
+
+
+@dataclass
+class LogState:
+    """What appending needs to know of a log: its end, last entry, tree edge, checkpoint.
+
+    `length` counts the bytes of complete lines; `torn` the bytes after them that a crash in
+    the middle of an append left (cut off by `ProductLog.repair`). The stamps are those of
+    the entries and checkpoint files the state describes.
+    """
+
+    length: int
+    torn: int
+    size: int
+    last: LogEntry | None
+    last_leaf: bytes
+    frontier: Frontier
+    roots: dict[int, bytes]  # the roots of recent sizes, for the fork check
+    checkpoint: Checkpoint | None  # the latest readable checkpoint
+    entries_stamp: Stamp
+    checkpoint_stamp: Stamp
+
+
+class ProductLog:
+    """The log files of one product, with append, read, proofs and verification.
+
+    Appending works from a `LogState`: the tail of the entries file, the tree cache and the
+    checkpoint, read once and then kept up to date in memory, in `states` when the caller
+    keeps them between uses (the product store does, so a publish reads none of these
+    files). A state is used only while both files still have the size, modification time
+    and inode it recorded; otherwise it is read again. Only the product's lock holder
+    writes the log.
+    """
+
+    def __init__(
+        self, directory: Path, origin: str, states: dict[Path, LogState] | None = None
+    ) -> None:
         self.directory = directory
         self.origin = origin
-        self._cached: tuple[Frontier, dict[int, bytes]] | None = None
-
-    @property
-    def entries_path(self) -> Path:
-        return self.directory / "entries.jsonl"
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.directory / "checkpoint"
+        self.entries_path = directory / "entries.jsonl"
+        self.checkpoint_path = directory / "checkpoint"
+        self.state_path = directory / "tree.json"
+        self._states: dict[Path, LogState] = states if states is not None else {}
 
     # -- reading ------------------------------------------------------------------------
     def read(self) -> list[tuple[LogEntry, bytes]]:
@@ -278,18 +312,17 @@ class ProductLog:
         raw = self.entries_path.read_bytes()
         lines = raw.split(b"\n")
         complete = lines[:-1]  # the part after the last newline is empty or torn
-        out: list[tuple[LogEntry, bytes]] = []
-        for number, line in enumerate(complete):
-            try:
-                record = json.loads(line)
-                entry = LogEntry.from_body(record["entry"])
-                signature = base64.b64decode(record["signature"], validate=True)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise HistoryError(
-                    self.origin, f"entry line {number} is unreadable: {exc}"
-                ) from exc
-            out.append((entry, signature))
-        return out
+        return [self._parse_line(line, number) for number, line in enumerate(complete)]
+
+    def _parse_line(self, line: bytes, number: int) -> tuple[LogEntry, bytes]:
+        try:
+            record = json.loads(line)
+            entry = LogEntry.from_body(record["entry"])
+            signature = base64.b64decode(record["signature"], validate=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            where = f"entry line {number}" if number >= 0 else "the last entry line"
+            raise HistoryError(self.origin, f"{where} is unreadable: {exc}") from exc
+        return entry, signature
 
     def entries(self) -> list[LogEntry]:
         return [entry for entry, _ in self.read()]
@@ -300,52 +333,122 @@ class ProductLog:
             return 0
         return self.entries_path.read_bytes().count(b"\n")
 
-    @property
-    def state_path(self) -> Path:
-        return self.directory / "tree.json"
+    def state(self) -> LogState:
+        """The log's state, from memory while its files are unchanged (two stats)."""
+        state = self._states.get(self.directory)
+        if (
+            state is not None
+            and state.entries_stamp == _stamp(self.entries_path)
+            and state.checkpoint_stamp == _stamp(self.checkpoint_path)
+        ):
+            return state
+        return self.load()
+
+    def load(self) -> LogState:
+        """Read the log's state from its files: the tail of the entries and the tree cache.
+
+        The cache (tree.json) is derived data: it is trusted only when its length and last
+        leaf match the entries file's, and rebuilt from the entries otherwise (for example
+        after a crash, or in a home written before the cache recorded the length).
+        """
+        note, checkpoint_stamp = _read_stamped(self.checkpoint_path)
+        try:
+            checkpoint = Checkpoint.parse(note.decode("utf-8")) if note is not None else None
+        except ValueError:
+            checkpoint = None  # torn by a crash: it will be signed again
+        try:
+            fd = os.open(self.entries_path, os.O_RDONLY)
+        except FileNotFoundError:
+            state = LogState(
+                0, 0, 0, None, b"", Frontier(), {}, checkpoint, _MISSING, checkpoint_stamp
+            )
+            self._states[self.directory] = state
+            return state
+        try:
+            entries_stamp = _fd_stamp(fd)
+            length, line = _last_line(fd, entries_stamp[0])
+        finally:
+            os.close(fd)
+        last = self._parse_line(line, -1)[0] if line else None
+        last_leaf = last.leaf_hash() if last is not None else b""
+        cached = self._read_tree_cache(length, last_leaf)
+        if cached is not None:
+            frontier, roots = cached
+        else:
+            frontier = Frontier()
+            for leaf in self.leaf_hashes():
+                frontier.push(leaf)
+            roots = {frontier.size: frontier.root()}
+            self._save_tree_cache(length, frontier, roots, last_leaf)
+        state = LogState(
+            length,
+            entries_stamp[0] - length,
+            frontier.size,
+            last,
+            last_leaf,
+            frontier,
+            roots,
+            checkpoint,
+            entries_stamp,
+            checkpoint_stamp,
+        )
+        self._states[self.directory] = state
+        return state
 
     def frontier(self) -> tuple[Frontier, dict[int, bytes]]:
-        """The tree's right edge and the roots of recent sizes, from a cache file.
+        """The tree's right edge and the roots of recent sizes, read from the files."""
+        state = self.load()
+        return state.frontier, state.roots
 
-        The cache is derived data: it is trusted only when its size and last leaf match the
-        log's, and rebuilt from the entries otherwise (for example after a crash).
-        """
-        size = self.size()
+    def _read_tree_cache(
+        self, length: int, last_leaf: bytes
+    ) -> tuple[Frontier, dict[int, bytes]] | None:
         try:
             data = json.loads(self.state_path.read_bytes())
-            last = self.last_entry()
-            last_leaf = last.leaf_hash().hex() if last is not None else ""
-            if int(data["size"]) == size and data["last_leaf"] == last_leaf:
-                nodes = [(int(n), bytes.fromhex(h)) for n, h in data["nodes"]]
-                roots = {int(k): bytes.fromhex(v) for k, v in data["roots"].items()}
-                return Frontier(size, nodes), roots
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        frontier = Frontier()
-        for leaf in self.leaf_hashes():
-            frontier.push(leaf)
-        return frontier, {frontier.size: frontier.root()}
+            if int(data["length"]) != length or data["last_leaf"] != last_leaf.hex():
+                return None
+            nodes = [(int(n), bytes.fromhex(h)) for n, h in data["nodes"]]
+            roots = {int(k): bytes.fromhex(v) for k, v in data["roots"].items()}
+            frontier = Frontier(int(data["size"]), nodes)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if (frontier.size == 0) != (length == 0):
+            return None
+        return frontier, roots
 
-    def _save_frontier(self, frontier: Frontier, roots: dict[int, bytes], last_leaf: bytes) -> None:
-        recent = {k: roots[k] for k in sorted(roots)[-16:]}
-        data = {
-            "size": frontier.size,
-            "last_leaf": last_leaf.hex(),
-            "nodes": [[n, h.hex()] for n, h in frontier.nodes],
-            "roots": {str(k): v.hex() for k, v in recent.items()},
-        }
-        # Written in place, without fsync: a torn or stale cache disagrees with the log and
-        # is rebuilt from it.
-        self.state_path.write_bytes(canonical_json(data))
+    def _save_tree_cache(
+        self, length: int, frontier: Frontier, roots: dict[int, bytes], last_leaf: bytes
+    ) -> None:
+        for old in sorted(roots)[:-16]:
+            del roots[old]
+        data = canonical_json(
+            {
+                "length": length,
+                "size": frontier.size,
+                "last_leaf": last_leaf.hex(),
+                "nodes": [[n, h.hex()] for n, h in frontier.nodes],
+                "roots": {str(k): v.hex() for k, v in roots.items()},
+            }
+        )
+        # Overwritten in place, padded with blanks so it never shrinks (no truncation), and
+        # without fsync: a torn or stale cache disagrees with the log and is rebuilt from it.
+        try:
+            fd = os.open(self.state_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            return  # no log folder yet: nothing to cache
+        try:
+            room = max(os.fstat(fd).st_size, -(-len(data) // 1024) * 1024)
+            _write_all(fd, data + b" " * (room - len(data)), 0)
+        finally:
+            os.close(fd)
 
     def last_entry(self) -> LogEntry | None:
-        """The newest entry, parsing only its line."""
+        """The newest complete entry, parsing only its line."""
         if not self.entries_path.exists():
             return None
-        lines = self.entries_path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)
-        if not lines[-1]:
-            return None
-        return LogEntry.from_body(json.loads(lines[-1])["entry"])
+        with self.entries_path.open("rb") as handle:
+            _, line = _last_line(handle.fileno(), os.fstat(handle.fileno()).st_size)
+        return self._parse_line(line, -1)[0] if line else None
 
     def leaf_hashes(self) -> list[bytes]:
         return [entry.leaf_hash() for entry in self.entries()]
@@ -361,41 +464,64 @@ class ProductLog:
 
     # -- writing ------------------------------------------------------------------------
     def append(self, entry: LogEntry, key: NodeKey) -> None:
-        """Append a signed entry durably (write, fsync)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        frontier, roots = self.frontier()
-        signature = base64.b64encode(key.sign(entry.encode())).decode()
-        line = canonical_json({"entry": entry.body(), "signature": signature}) + b"\n"
+        """Append a signed entry durably (write, fdatasync); it must extend the log."""
+        state = self.state()
+        if state.torn:
+            self.repair()
+            state = self.state()
+        if entry.seq != state.size or entry.prev != state.last_leaf.hex():
+            raise HistoryError(
+                self.origin,
+                f"refusing to append entry {entry.seq}: it does not extend the log "
+                f"({state.size} entries)",
+            )
+        encoded = entry.encode()
+        signature = base64.b64encode(key.sign(encoded))
+        # canonical_json({"entry": body, "signature": ...}) without encoding the body twice.
+        line = b'{"entry":' + encoded + b',"signature":"' + signature + b'"}\n'
+        leaf = leaf_hash(encoded)
+        frontier = Frontier(state.size, state.frontier.nodes)
+        frontier.push(leaf)
+        roots = {**state.roots, frontier.size: frontier.root()}
+        if state.entries_stamp == _MISSING:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        # The cache goes first so the entry's fsync commits its metadata too; until the entry
+        # is written it names a length the log does not have, so it would be rebuilt.
+        self._save_tree_cache(state.length + len(line), frontier, roots, leaf)
         fd = os.open(self.entries_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line)
+            _write_all(fd, line)
             os.fdatasync(fd)  # data and size only: all a reader after a crash needs
+            state.entries_stamp = _fd_stamp(fd)
         finally:
             os.close(fd)
-        leaf = entry.leaf_hash()
-        frontier.push(leaf)
-        roots[frontier.size] = frontier.root()
-        self._save_frontier(frontier, roots, leaf)
-        self._cached = (frontier, roots)
+        state.frontier, state.roots, state.size = frontier, roots, frontier.size
+        state.length += len(line)
+        state.last, state.last_leaf = entry, leaf
 
     def sign_checkpoint(
-        self, key: NodeKey, signer: str, hashes: list[bytes] | None = None
+        self,
+        key: NodeKey,
+        signer: str,
+        hashes: list[bytes] | None = None,
+        *,
+        via: Path | None = None,
     ) -> Checkpoint:
         """Sign the current tree; refuse a fork or a rollback of what was signed before.
 
-        `hashes` are the log's leaf hashes when the caller has them already.
+        `hashes` are the log's leaf hashes when the caller has them already. `via` is an
+        empty file of the log folder to write the note into and rename into place (a
+        publish's marker, which this consumes); otherwise a temporary file is made.
         """
-        # Right after an append, the frontier it computed is still current.
-        cached, self._cached = self._cached, None
-        frontier, roots = cached if cached is not None else self.frontier()
-        size, root = frontier.size, frontier.root()
-        previous = self.readable_checkpoint()
+        state = self.state()
+        size, root = state.frontier.size, state.frontier.root()
+        previous = state.checkpoint
         if previous is not None:
             if size < previous.size:
                 raise HistoryError(
                     self.origin, f"refusing to sign size {size} below signed size {previous.size}"
                 )
-            old_root = roots.get(previous.size)
+            old_root = state.roots.get(previous.size)
             if old_root is None:  # not among the recent sizes: compute it from the leaves
                 leaves = self.leaf_hashes() if hashes is None else hashes
                 old_root = root_from_leaf_hashes(leaves[: previous.size])
@@ -407,10 +533,17 @@ class ProductLog:
                 )
         checkpoint = Checkpoint.sign(self.origin, size, root, signer, key)
         # No fsync: a checkpoint lost in a crash is signed again, identically, from the log
-        # (which is fsynced) when the node next opens.
-        tmp = self.checkpoint_path.with_name(f".checkpoint.tmp-{os.getpid()}")
-        tmp.write_bytes(checkpoint.note().encode())
+        # (which is fsynced) when the node next opens. The rename keeps the one signed
+        # before whole until the new one is complete, for readers and for the fork check.
+        tmp = via or self.checkpoint_path.with_name(f".checkpoint.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY if via else os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, checkpoint.note().encode())
+            stamp = _fd_stamp(fd)
+        finally:
+            os.close(fd)
         tmp.replace(self.checkpoint_path)
+        state.checkpoint, state.checkpoint_stamp = checkpoint, stamp
         return checkpoint
 
     def readable_checkpoint(self) -> Checkpoint | None:
@@ -421,12 +554,18 @@ class ProductLog:
 
     def repair(self) -> None:
         """Cut a torn last line left by a crash in the middle of an append."""
-        if not self.entries_path.exists():
+        try:
+            fd = os.open(self.entries_path, os.O_RDWR)
+        except FileNotFoundError:
             return
-        raw = self.entries_path.read_bytes()
-        if raw and not raw.endswith(b"\n"):
-            keep = raw[: raw.rfind(b"\n") + 1]
-            atomic_write(self.entries_path, keep)
+        try:
+            total = os.fstat(fd).st_size
+            length, _ = _last_line(fd, total)
+            if length != total:
+                os.ftruncate(fd, length)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # -- proofs -------------------------------------------------------------------------
     def inclusion(self, seq: int, size: int | None = None) -> list[bytes]:
@@ -459,6 +598,62 @@ class ProductLog:
             raise HistoryError(
                 self.origin, f"local history does not extend the checkpoint (forked): {exc}"
             ) from exc
+
+
+def _last_line(fd: int, total: int) -> tuple[int, bytes]:
+    """Give the bytes of complete lines in the file and the last complete line.
+
+    Reads backwards from the end in growing chunks, so a long log costs no more than
+    its last line.
+    """
+    chunk = 1 << 16
+    while True:
+        start = max(0, total - chunk)
+        data = os.pread(fd, total - start, start)
+        end = data.rfind(b"\n")
+        if end < 0:
+            if start == 0:
+                return 0, b""
+        else:
+            begin = data.rfind(b"\n", 0, end) + 1
+            if begin > 0 or start == 0:
+                return start + end + 1, data[begin:end]
+        chunk *= 4
+
+
+def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of `data` at the end (O_APPEND) or at `offset`."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset = None if offset is None else offset + written
+
+
+def _fd_stamp(fd: int) -> Stamp:
+    st = os.fstat(fd)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return _MISSING
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _read_stamped(path: Path) -> tuple[bytes | None, Stamp]:
+    """A file's bytes and the stamp of what was read (None and _MISSING if it is absent)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None, _MISSING
+    try:
+        stamp = _fd_stamp(fd)
+        return os.pread(fd, stamp[0], 0), stamp
+    finally:
+        os.close(fd)
 
 
 class ChainCheck:

@@ -172,11 +172,11 @@ def test_commit_without_its_log_entry_is_completed_on_next_lock(node, write_parq
 def test_files_of_a_publish_that_died_before_its_commit_are_removed(published):
     table_dir = published.products.table_dir("sales")
     orphan = table_dir / "part-99999-dead.parquet"
+    history(published).begin()
     orphan.write_bytes(b"half a file")
-    history(published).announce(4, {orphan.name: "00" * 32})
     Node.open(published.home.root)
     assert not orphan.exists()
-    assert not history(published).pending_path.exists()
+    assert not history(published).marker_path.exists()
     assert [s["entries"] for s in published.verify("sales")] == [3]
 
 
@@ -234,3 +234,95 @@ def test_checkpoint_from_another_node_is_refused(published, tmp_path):
     other.publish("sales", str(data_files(published)[0]))
     with pytest.raises(HistoryError, match="not signed by this node"):
         published.verify_against("sales", other.checkpoint("sales"))
+
+
+def _crash_after_commit(monkeypatch):
+    def crash(self, key):
+        raise KeyboardInterrupt("simulated crash after the commit")
+
+    monkeypatch.setattr(ProductHistory, "record", crash)
+
+
+def test_a_publish_leaves_no_marker_and_announces_in_the_commit(published):
+    h = history(published)
+    assert not h.marker_path.exists()
+    info = next(a["commitInfo"] for a in h.read_commit(2) if "commitInfo" in a)
+    announcement = json.loads(info["shoal.announcement"])
+    assert announcement["prev"] == h.log.entries()[1].leaf_hash().hex()
+    assert announcement["files"] == {}  # an upsert: the merge writes its own files
+    info = next(a["commitInfo"] for a in h.read_commit(1) if "commitInfo" in a)
+    appended = json.loads(info["shoal.announcement"])["files"]
+    assert appended == {f.path: f.sha256 for f in h.log.entries()[1].files_added}
+
+
+def test_a_commit_announced_with_a_key_the_node_never_had_is_not_logged(
+    node, write_parquet, monkeypatch
+):
+    from shoal.crypto import generate_key
+
+    node.publish("sales", str(write_parquet(ROWS)))
+    stranger = generate_key()
+    original = ProductHistory.announce
+    monkeypatch.setattr(
+        ProductHistory, "announce", lambda self, v, files, key: original(self, v, files, stranger)
+    )
+    _crash_after_commit(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        node.publish("sales", str(write_parquet({"id": [4], "amount": [1.0]})))
+    monkeypatch.undo()
+    reopened = Node.open(node.home.root)
+    with pytest.raises(HistoryError, match="not in the signed log"):
+        reopened.verify("sales")
+
+
+def test_a_crashed_publish_of_an_earlier_version_is_completed_from_pending_json(
+    node, write_parquet, monkeypatch
+):
+    node.publish("sales", str(write_parquet(ROWS)))
+    monkeypatch.setattr(ProductHistory, "announce", lambda *a, **k: {})  # as Shoal 0.1 did
+    _crash_after_commit(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        node.publish("sales", str(write_parquet({"id": [4], "amount": [1.0]})))
+    monkeypatch.undo()
+    h = history(node)
+    h.marker_path.unlink()
+    h.legacy_pending_path.write_text(json.dumps({"version": 2, "files": {}}))
+    reopened = Node.open(node.home.root)
+    assert [s["entries"] for s in reopened.verify("sales")] == [2]
+    assert not h.legacy_pending_path.exists()
+
+
+def test_a_commit_without_any_announcement_is_not_logged_after_a_crash(
+    node, write_parquet, monkeypatch
+):
+    node.publish("sales", str(write_parquet(ROWS)))
+    monkeypatch.setattr(ProductHistory, "announce", lambda *a, **k: {})
+    _crash_after_commit(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        node.publish("sales", str(write_parquet({"id": [4], "amount": [1.0]})))
+    monkeypatch.undo()
+    reopened = Node.open(node.home.root)
+    assert not history(node).marker_path.exists()
+    with pytest.raises(HistoryError, match="not in the signed log"):
+        reopened.verify("sales")
+
+
+def test_publishes_by_two_node_objects_on_one_home_keep_one_history(node, write_parquet):
+    other = Node.open(node.home.root)
+    for i in range(3):
+        node.publish("sales", str(write_parquet({"id": [i], "amount": [1.0]})))
+        other.publish("sales", str(write_parquet({"id": [10 + i], "amount": [2.0]})))
+    assert [s["entries"] for s in node.verify("sales")] == [6]
+    assert [e.seq for e in history(node).log.entries()] == list(range(6))
+
+
+def test_an_unreadable_log_refuses_a_publish_and_still_lets_the_node_open(published, write_parquet):
+    h = history(published)
+    with h.log.entries_path.open("ab") as handle:
+        handle.write(b"not json at all\n")
+    with pytest.raises(HistoryError, match="unreadable"):
+        published.publish("sales", str(write_parquet({"id": [8], "amount": [1.0]})))
+    assert not h.marker_path.exists()
+    reopened = Node.open(published.home.root)
+    with pytest.raises(HistoryError, match="unreadable"):
+        reopened.verify("sales")

@@ -4,11 +4,18 @@ The publish pipeline and crash recovery share one path: after the Delta commit (
 product is next locked, if the process died right after it), `ProductHistory.catch_up`
 records the commit as a signed log entry and signs a new checkpoint.
 
-Before a commit the pipeline writes `log/pending.json` (the version it is about to make and
-the SHA-256 of each staged file, fsynced). Recovery completes only the one commit that
-pending names; a Delta commit nobody announced is left unlogged for `verify` to report,
-never signed. Files in the table folder that no version names (a publish that died before
-its commit) are removed.
+A publish announces its commit inside the commit itself: the Delta commit info carries
+`shoal.announcement`, the SHA-256 of each staged file and the leaf hash of the log entry
+it will follow, signed by the node key. Recovery logs only a commit whose announcement
+verifies against the node's keys and follows the log's last entry; a Delta commit nobody
+announced is left unlogged for `verify` to report, never signed.
+
+Before any file can reach the table folder the publish creates an empty `log/publishing`
+marker; after the commit is logged, the new checkpoint is written into it and it is renamed
+over `log/checkpoint`, so one rename signs the checkpoint and ends the publish. A crash
+leaves the marker behind, and recovery then also removes the files that no Delta commit
+names. Homes whose crashed publish left the older `log/pending.json` announcement are
+recovered the same way.
 """
 
 from __future__ import annotations
@@ -18,14 +25,14 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from shoal.crypto import NodeKey, public_key_from_bytes
+from shoal.crypto import NodeKey, public_key_from_bytes, verify
 from shoal.durable import fsync_dir
 from shoal.errors import ConflictError
 from shoal.log import (
@@ -35,6 +42,7 @@ from shoal.log import (
     FileRef,
     HistoryError,
     LogEntry,
+    LogState,
     ProductLog,
     canonical_json,
     file_sha256,
@@ -42,13 +50,14 @@ from shoal.log import (
 )
 from shoal.merkle import root_from_leaf_hashes
 from shoal.names import is_valid_name
-from shoal.products.store import ProductStore, rows_changed
+from shoal.products.store import META_PREFIX, ProductStore, rows_changed
 
 __all__ = ["ProductHistory", "locked_product", "recover_all", "verify_history"]
 
 log = logging.getLogger("shoal.products.history")
 
 DELTA_LOG = "_delta_log"
+ANNOUNCEMENT = "announcement"  # the commit-info key, under META_PREFIX
 
 
 class ProductHistory:
@@ -58,80 +67,120 @@ class ProductHistory:
         self.store = store
         self.name = name
         self.table_dir = store.table_dir(name)
-        self.log = ProductLog(store.product_dir(name) / "log", f"{store.home.settings.name}/{name}")
-
-    @property
-    def pending_path(self) -> Path:
-        return self.log.directory / "pending.json"
+        origin = f"{store.home.settings.name}/{name}"
+        self.log = ProductLog(store.product_dir(name) / "log", origin, store.log_states)
+        self.marker_path = self.log.directory / "publishing"
+        self.legacy_pending_path = self.log.directory / "pending.json"
+        # The announcement this object made (commit-info text and file hashes), if any.
+        self._announced: tuple[str, dict[str, str]] | None = None
 
     # -- around a commit ----------------------------------------------------------------
-    def announce(self, version: int, file_hashes: dict[str, str]) -> None:
-        """Record, durably, the version about to be committed and its staged files."""
-        self.log.directory.mkdir(parents=True, exist_ok=True)
-        data = canonical_json({"version": version, "files": file_hashes})
-        # Written in place (no rename): a file torn by a crash while being written means
-        # the commit never happened, which is how an unreadable announcement is read.
-        fd = os.open(self.pending_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    def begin(self) -> None:
+        """Mark a publish as under way, before any of its files can reach the table.
+
+        The marker is made durable at once (a sync of the log folder, about 0.3 ms here):
+        ext4 and XFS would keep it ahead of the later renames anyway, but POSIX does not
+        promise that, and a lost marker beside surviving renamed files would leave
+        unknown files in the table after a power cut.
+        """
+        self.log.state()  # a log too damaged to read refuses the publish before it starts
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
-            os.write(fd, data)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.marker_path, flags, 0o644)
+        except FileNotFoundError:  # the product's first publish
+            self.log.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.marker_path, flags, 0o644)
+        os.close(fd)
         fsync_dir(self.log.directory)
+
+    def announce(self, version: int, files: Sequence[Path], key: NodeKey) -> dict[str, str]:
+        """Give the commit-info entries that announce the coming commit as Shoal's own.
+
+        `files` are the staged files the commit will add as they are (their SHA-256 is
+        taken now, while they are in the page cache); a merge writes its own files, which
+        are hashed from the table after the commit.
+        """
+        hashes = {path.name: file_sha256(path) for path in files}
+        prev = self.log.state().last_leaf.hex()
+        message = _announcement_message(self.log.origin, version, prev, hashes)
+        signature = base64.b64encode(key.sign(message)).decode()
+        text = canonical_json(
+            {"files": hashes, "key_id": key.key_id, "prev": prev, "signature": signature}
+        ).decode()
+        self._announced = (text, hashes)
+        return {ANNOUNCEMENT: text}
+
+    def record(self, key: NodeKey) -> None:
+        """After the commit: append its entry, sign the checkpoint, clear the marker."""
+        self.catch_up(key)
 
     def catch_up(self, key: NodeKey) -> int:
         """Log the announced Delta commit if it is not logged yet; sign the checkpoint.
 
-        Gives the number of entries added (0 or 1). Reads the log once: this runs after
-        every publish.
+        Gives the number of entries added (0 or 1). Reads the log's files at most once per
+        object: this runs after every publish.
         """
-        self.log.repair()
-        last = self.log.last_entry()
-        size = self.log.size()
-        pending = self._pending()
+        state = self.log.state()
+        if state.torn:
+            self.log.repair()
+            state = self.log.state()
+        # A publish under way found no old announcement when it locked the product.
+        legacy = self._legacy_pending() if self._announced is None else None
         added = 0
-        last_logged = last.delta_version if last is not None else -1
+        last_logged = state.last.delta_version if state.last is not None else -1
         newer = self._commits_after(last_logged)
-        if newer and pending is not None:
-            if len(newer) == 1 and _meta(self.read_commit(newer[0])).get("version") == str(
-                pending["version"]
-            ):
-                entry = self.entry_for(newer[0], last, size, key, pending["files"])
+        if len(newer) == 1:
+            commit_bytes = self.commit_path(newer[0]).read_bytes()
+            actions = _actions(commit_bytes)
+            hashes = self._announced_files(actions, state, legacy)
+            if hashes is not None:
+                entry = self.entry_for(newer[0], commit_bytes, actions, state, key, hashes)
                 self.log.append(entry, key)
-                size += 1
                 added = 1
-            else:
-                log.warning(
-                    "%s: Delta commits %s were not announced; not logging", self.name, newer
-                )
-        checkpoint = self.log.readable_checkpoint()
-        if size and (checkpoint is None or checkpoint.size != size):
-            self.log.sign_checkpoint(key, self.store.home.settings.name)
-        if pending is not None or self.pending_path.exists():
+        if newer and not added:
+            log.warning("%s: Delta commits %s were not announced; not logging", self.name, newer)
+        publishing = self._announced is not None
+        marked = publishing or self.marker_path.exists()
+        checkpoint = state.checkpoint
+        if state.size and (checkpoint is None or checkpoint.size != state.size):
+            # A publish's marker becomes the new checkpoint: one rename ends the publish.
+            via = self.marker_path if publishing and added else None
+            self.log.sign_checkpoint(key, self.store.home.settings.name, via=via)
+            marked = marked and via is None
+        if marked or legacy is not None:
             if not added:
                 # The announced publish never committed: drop the files it may have left.
                 self.remove_orphans()
-            self.pending_path.unlink(missing_ok=True)
+            self.marker_path.unlink(missing_ok=True)
+            if legacy is not None:
+                self.legacy_pending_path.unlink(missing_ok=True)
+        self._announced = None
         return added
 
     def needs_catch_up(self) -> bool:
-        """Tell cheaply whether a crash left work: an announcement, or a lagging log."""
-        if self.pending_path.exists():
+        """Tell cheaply whether a crash left work: a marker, a lagging log or checkpoint.
+
+        A log too damaged to read is left for `verify` to report (and a publish refuses).
+        """
+        if self.marker_path.exists() or self.legacy_pending_path.exists():
             return True
-        entries_path = self.log.entries_path
-        if entries_path.exists() and not entries_path.read_bytes().endswith(b"\n"):
+        try:
+            state = self.log.state()
+        except HistoryError:
+            return False
+        if state.torn or (state.checkpoint.size if state.checkpoint else 0) != state.size:
             return True
-        checkpoint = self.log.readable_checkpoint()
-        return (checkpoint.size if checkpoint else 0) != self.log.size()
+        last_logged = state.last.delta_version if state.last is not None else -1
+        return self.commit_path(last_logged + 1).exists()
 
     def record_key_rotation(self, old: NodeKey, new: NodeKey, signer: str) -> None:
         """Append a key-rotation entry signed by `old`; sign the checkpoint with `new`."""
-        entries = self.log.entries()
-        last = entries[-1] if entries else None
+        state = self.log.state()
+        last = state.last
         entry = LogEntry(
             kind=ENTRY_KEY_ROTATION,
             product=self.name,
-            seq=len(entries),
+            seq=state.size,
             version=last.version if last else 0,
             delta_version=last.delta_version if last else -1,
             files_added=(),
@@ -143,20 +192,57 @@ class ProductHistory:
             rows_removed=0,
             time=now_iso(),
             key_id=old.key_id,
-            prev=last.leaf_hash().hex() if last else "",
+            prev=state.last_leaf.hex(),
             new_key=base64.b64encode(new.public_bytes).decode(),
         )
         self.log.append(entry, old)
         self.log.sign_checkpoint(new, signer)
 
-    def _pending(self) -> dict[str, Any] | None:
-        if not self.pending_path.exists():
-            return None
+    def _announced_files(
+        self, actions: list[dict[str, Any]], state: LogState, legacy: dict[str, Any] | None
+    ) -> dict[str, str] | None:
+        """The file hashes a commit's announcement names, or None if it has none valid.
+
+        The announcement this process made is recognised verbatim; after a crash it must
+        follow the log's last entry and be signed by one of the node's keys.
+        """
+        meta = _meta(actions)
+        text = meta.get(ANNOUNCEMENT)
+        if text is not None and self._announced is not None:
+            return self._announced[1] if text == self._announced[0] else None
+        if text is not None:
+            return self._verified_files(text, meta.get("version", ""), state)
+        if legacy is not None and meta.get("version") == str(legacy.get("version")):
+            files: dict[str, str] = legacy.get("files") or {}
+            return files
+        return None
+
+    def _verified_files(self, text: str, version: str, state: LogState) -> dict[str, str] | None:
         try:
-            data: dict[str, Any] = json.loads(self.pending_path.read_bytes())
+            data = json.loads(text)
+            hashes = {str(k): str(v) for k, v in data["files"].items()}
+            prev, signature = str(data["prev"]), base64.b64decode(data["signature"])
+            public = self.store.home.trusted_keys().get(str(data["key_id"]))
+            message = _announcement_message(self.log.origin, int(version), prev, hashes)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if prev != state.last_leaf.hex() or public is None:
+            return None
+        return hashes if verify(public_key_from_bytes(public), signature, message) else None
+
+    def _legacy_pending(self) -> dict[str, Any] | None:
+        """The announcement a publish by an earlier Shoal left in `log/pending.json`.
+
+        A torn one (the crash came while it was written: the commit never happened) reads
+        as an announcement of nothing, so the files of that publish are still removed.
+        """
+        try:
+            data = json.loads(self.legacy_pending_path.read_bytes())
+        except FileNotFoundError:
+            return None
         except ValueError:
-            return None  # torn by a crash while being written: the commit never happened
-        return data
+            data = None
+        return data if isinstance(data, dict) else {}
 
     def remove_orphans(self) -> None:
         """Delete data files that no Delta commit names (left by a publish that died)."""
@@ -184,7 +270,8 @@ class ProductHistory:
         """Delta versions after `delta_version`, probing file names (no folder listing)."""
         found = []
         version = delta_version + 1
-        while self.commit_path(version).exists():
+        folder = os.fspath(self.table_dir / DELTA_LOG)
+        while os.path.exists(f"{folder}/{version:020d}.json"):  # noqa: PTH110 (hot path)
             found.append(version)
             version += 1
         return found
@@ -193,20 +280,19 @@ class ProductHistory:
         return self.table_dir / DELTA_LOG / f"{delta_version:020d}.json"
 
     def read_commit(self, delta_version: int) -> list[dict[str, Any]]:
-        raw = self.commit_path(delta_version).read_bytes()
-        return [json.loads(line) for line in raw.splitlines() if line.strip()]
+        return _actions(self.commit_path(delta_version).read_bytes())
 
     def entry_for(
         self,
         delta_version: int,
-        last: LogEntry | None,
-        size: int,
+        commit_bytes: bytes,
+        actions: list[dict[str, Any]],
+        state: LogState,
         key: NodeKey,
         known_hashes: dict[str, str],
     ) -> LogEntry:
-        """Build the log entry describing one Delta commit (the log's next, at `size`)."""
-        commit_bytes = self.commit_path(delta_version).read_bytes()
-        actions = [json.loads(line) for line in commit_bytes.splitlines() if line.strip()]
+        """Build the log entry describing one Delta commit (the log's next, after `state`)."""
+        last = state.last
         meta = _meta(actions)
         # The whole log is read only when the commit removes files (to name their hashes).
         live = _files_by_path(self.log.entries()) if any("remove" in a for a in actions) else {}
@@ -236,7 +322,7 @@ class ProductHistory:
         return LogEntry(
             kind=ENTRY_VERSION,
             product=self.name,
-            seq=size,
+            seq=state.size,
             version=int(meta.get("version", "0")),
             delta_version=delta_version,
             files_added=tuple(sorted(added, key=lambda f: f.path)),
@@ -248,7 +334,7 @@ class ProductHistory:
             rows_removed=rows_removed,
             time=datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds"),
             key_id=key.key_id,
-            prev=last.leaf_hash().hex() if last else "",
+            prev=state.last_leaf.hex(),
         )
 
 
@@ -277,11 +363,23 @@ def recover_all(store: ProductStore) -> None:
                 pass
         except ConflictError:
             continue  # a publish is running now; it finishes its own work
+        except HistoryError as exc:
+            log.warning("%s", exc)  # left for `verify` to report; the node still opens
+
+
+def _actions(commit_bytes: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in commit_bytes.splitlines() if line.strip()]
 
 
 def _meta(actions: list[dict[str, Any]]) -> dict[str, str]:
     info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
-    return {k[len("shoal.") :]: str(v) for k, v in info.items() if k.startswith("shoal.")}
+    prefix = META_PREFIX
+    return {k[len(prefix) :]: str(v) for k, v in info.items() if k.startswith(prefix)}
+
+
+def _announcement_message(origin: str, version: int, prev: str, files: dict[str, str]) -> bytes:
+    """The bytes an announcement signs: which commit, after which entry, with which files."""
+    return canonical_json({"announce": origin, "files": files, "prev": prev, "version": version})
 
 
 def _files_by_path(entries: list[LogEntry]) -> dict[str, FileRef]:
@@ -322,7 +420,7 @@ def verify_history(history: ProductHistory, trusted: dict[str, bytes]) -> dict[s
         commit_bytes = commit_path.read_bytes()
         if hashlib.sha256(commit_bytes).hexdigest() != entry.commit_sha256:
             raise HistoryError(origin, f"{where}: its Delta commit file was changed", seq=seq)
-        actions = [json.loads(line) for line in commit_bytes.splitlines() if line.strip()]
+        actions = _actions(commit_bytes)
         in_commit = {unquote(a["add"]["path"]) for a in actions if "add" in a}
         named = {ref.path for ref in entry.files_added}
         if in_commit - named:

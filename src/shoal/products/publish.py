@@ -4,8 +4,9 @@
       -> conform to the contract's schema (casts; type failures counted)
       -> staged Parquet files in the home's tmp/ (bounded memory)
       -> row rules checked by DuckDB over the staged files (and the product after publish)
-      -> one Delta commit (staged files renamed into the table, or a merge for upsert)
-      -> contract switched, scratch removed
+      -> one Delta commit (staged files renamed into the table, or a merge for upsert),
+         announced in its own commit info (see `shoal.products.history`)
+      -> contract switched, the commit logged and the checkpoint signed, scratch removed
 
 A publish that fails at any step leaves the table, its files and its contract as they were:
 nothing reaches the table folder before the checks pass, and the contract is only switched
@@ -52,7 +53,6 @@ from shoal.contracts import (
 from shoal.durable import atomic_write
 from shoal.engine import quote_identifier, trusted_connection
 from shoal.errors import ConflictError, ContractViolation, RuleFailure, UsageError
-from shoal.log import file_sha256
 from shoal.products.history import locked_product
 from shoal.products.store import META_PREFIX, ProductStore, delta_error
 
@@ -140,12 +140,17 @@ def publish(
             store.product_dir(name).mkdir(parents=True, exist_ok=True)
             if contract_changed:
                 atomic_write(pending, contract_bytes)
+            history.begin()
             for path in staged.files:
                 _flush_to_disk(path)  # the commit will point at them: data first, always
-            history.announce(new_version, {p.name: _staged_sha256(p) for p in staged.files})
+            schema_changed = table is not None and not _same_schema(table, staged.schema)
+            rewrites = table is not None and (
+                mode is Mode.UPSERT or (schema_changed and mode is Mode.APPEND)
+            )
+            node_key = store.home.key()
+            meta.update(history.announce(new_version, [] if rewrites else staged.files, node_key))
             try:
-                added, removed = _commit(store, name, staged, mode, keys, table, meta)
-                history.catch_up(store.home.key())
+                added, removed = _commit(store, name, staged, mode, keys, table, meta, rewrites)
             except BaseException:
                 pending.unlink(missing_ok=True)
                 if not exists and not store.exists(name):
@@ -153,6 +158,8 @@ def publish(
                 raise
             if contract_changed:
                 pending.replace(store.contract_path(name))
+            # Should this fail, the marker stays and the next lock of the product logs it.
+            history.record(node_key)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         total = rows_before + added - removed
@@ -341,20 +348,22 @@ def _commit(
     keys: list[str],
     table: DeltaTable | None,
     meta: dict[str, Any],
+    rewrites: bool,
 ) -> tuple[int, int]:
     """Make the staged rows the product's next version in one Delta commit.
 
+    `rewrites` says Delta writes the files itself (a merge, or an append that adds
+    columns); otherwise the staged files are renamed into the table as they are.
     Gives (rows added, rows removed).
     """
     table_dir = store.table_dir(name)
-    schema_changed = table is not None and not _same_schema(table, staged.schema)
     rows_removed = 0
     if table is not None and mode is Mode.OVERWRITE:
         rows_removed = _row_count(table)
     try:
         if table is not None and mode is Mode.UPSERT:
             return _merge(table, staged, keys, meta)
-        if table is not None and schema_changed and mode is Mode.APPEND:
+        if table is not None and rewrites:
             # Delta takes new columns only through a schema merge, which writes its own files.
             data = pads.dataset([str(p) for p in staged.files], schema=staged.schema)
             props = _commit_properties(meta, staged.rows, 0, len(staged.files), 0)
@@ -452,11 +461,6 @@ def _latest_version(table: DeltaTable | None) -> int:
 def _flush_to_disk(path: Path) -> None:
     with path.open("rb") as handle:
         os.fdatasync(handle.fileno())
-
-
-def _staged_sha256(path: Path) -> str:
-    """A staged file's SHA-256, for its log entry (hashed while still in the page cache)."""
-    return file_sha256(path)
 
 
 def _move_into_table(path: Path, table_dir: Path) -> AddAction:

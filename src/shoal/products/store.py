@@ -33,6 +33,7 @@ from shoal.config import Home
 from shoal.contracts import Contract, dump_contract, load_contract
 from shoal.durable import atomic_write
 from shoal.errors import ConflictError, NotFoundError, ShoalError
+from shoal.log import LogState
 from shoal.names import check_name
 
 __all__ = ["ProductInfo", "ProductStore", "VersionInfo", "rows_changed"]
@@ -90,6 +91,8 @@ class ProductStore:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.root = home.products_dir
+        # Each product log's state, kept between publishes (checked against the files).
+        self.log_states: dict[Path, LogState] = {}
 
     # -- layout -------------------------------------------------------------------------
     def product_dir(self, name: str) -> Path:
