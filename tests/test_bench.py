@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -55,3 +57,11 @@ def test_log_benchmark_quick(tmp_path):
     assert "<!-- bench:log -->" in text
     assert "| shoal verify |" in text and "| sha256sum |" in text
     assert "ms added" in text
+
+
+@pytest.mark.multiprocess
+def test_federated_benchmark_quick(tmp_path):
+    text = run_quick("federated.py", tmp_path)
+    assert "<!-- bench:federated -->" in text
+    assert "| revenue by store |" in text and "| one-order lookup |" in text
+    assert "ratio shoal/duckdb" in text

@@ -25,8 +25,9 @@ def test_connect_sql_and_publish(tmp_path):
     shoal.Node.init(tmp_path / "home", "shop")
     mesh = shoal.connect(tmp_path / "home")
     result = mesh.publish("prices", pa.table({"sku": ["a", "b"], "price": [1.0, 2.5]}))
-    assert result.version == 1
+    assert result["version"] == 1
     got = mesh.sql("SELECT sum(price) AS total FROM shop.prices")
     assert got.arrow().to_pylist() == [{"total": 3.5}]
-    assert [p.name for p in mesh.products()] == ["prices"]
+    assert [p["name"] for p in mesh.products()] == ["shop.prices"]
     assert len(got) == 1
+    assert got.rows() == [(3.5,)]

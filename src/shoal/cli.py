@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -25,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shoal import __version__
+from shoal.client import Mesh, connect
 from shoal.config import resolve_home
 from shoal.errors import ShoalError, UsageError
 from shoal.node import Node
@@ -63,6 +65,10 @@ HomeOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+AtOption = Annotated[
+    str | None,
+    typer.Option("--at", help="Ask the running node at this URL instead of the local home."),
+]
 
 
 class _State:
@@ -93,11 +99,24 @@ def handles_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _open(home: Path | None) -> Node:
+def open_node(home: Path | None) -> Node:
     return Node.open(resolve_home(home))
 
 
-def _print_json(data: Any) -> None:
+@contextmanager
+def mesh_for(at: str | None, home: Path | None) -> Iterator[Mesh]:
+    """A Mesh on the node at URL `at`, or on the local home."""
+    if at is not None:
+        if not at.startswith(("http://", "https://")):
+            raise UsageError(f"invalid --at URL {at!r}: want http://HOST:PORT")
+        mesh = connect(at)
+    else:
+        mesh = Mesh(open_node(home))
+    with mesh:
+        yield mesh
+
+
+def print_json(data: Any) -> None:
     out.print(json.dumps(data, indent=2, default=str), markup=False)
 
 
@@ -167,7 +186,7 @@ def publish(
     home: HomeOption = None,
 ) -> None:
     """Publish a source as the next version of a data product, checked against its contract."""
-    node = _open(home)
+    node = open_node(home)
     keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
     options = SourceOptions(
         table=table,
@@ -199,7 +218,7 @@ def publish(
     if quiet:
         out.print(str(result.version))
     elif as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         inferred = " (contract inferred, status draft)" if result.contract_inferred else ""
         out.print(
@@ -211,12 +230,40 @@ def publish(
 
 @app.command()
 @handles_errors
-def products(as_json: JsonOption = False, home: HomeOption = None) -> None:
-    """List this node's products."""
-    node = _open(home)
+def products(
+    mesh: Annotated[bool, typer.Option("--mesh", help="Every product in the mesh.")] = False,
+    as_json: JsonOption = False,
+    at: AtOption = None,
+    home: HomeOption = None,
+) -> None:
+    """List this node's products, or with --mesh (or --at) every product in the mesh."""
+    if mesh or at is not None:
+        with mesh_for(at, home) as remote:
+            rows = remote.products()
+            if not mesh:
+                here = remote.nodes()
+                me = next((r["name"] for r in here if r["state"] == "self"), None)
+                rows = [r for r in rows if r["owner"] == me]
+        if as_json:
+            print_json(rows)
+            return
+        table = Table("product", "version", "rows", "size", "last publish", "contract", "holders")
+        for row in rows:
+            table.add_row(
+                row["name"],
+                str(row["version"]),
+                f"{row['rows']:,}",
+                _size(row["size_bytes"]),
+                row["last_publish"],
+                row["contract_version"],
+                ", ".join(row["holders"]),
+            )
+        out.print(table)
+        return
+    node = open_node(home)
     items = node.list_products()
     if as_json:
-        _print_json([item.to_dict() for item in items])
+        print_json([item.to_dict() for item in items])
         return
     if not items:
         out.print("no products yet; publish one with `shoal publish NAME FILE`")
@@ -237,18 +284,22 @@ def products(as_json: JsonOption = False, home: HomeOption = None) -> None:
 @app.command()
 @handles_errors
 def describe(
-    product: Annotated[str, typer.Argument(help="Product name.")],
+    product: Annotated[str, typer.Argument(help="Product name, or NODE.PRODUCT in the mesh.")],
     as_json: JsonOption = False,
+    at: AtOption = None,
     home: HomeOption = None,
 ) -> None:
     """Show a product's schema with classifications, its contract and its versions."""
-    node = _open(home)
+    if at is not None or "." in product:
+        _describe_in_mesh(product, as_json, at, home)
+        return
+    node = open_node(home)
     info = node.describe(product)
     versions = node.history(product)
     if as_json:
         data = info.to_dict()
         data["versions"] = [v.to_dict() for v in versions]
-        _print_json(data)
+        print_json(data)
         return
     out.print(f"[bold]{info.owner}.{info.name}[/bold]  version {info.version}")
     out.print(
@@ -271,6 +322,27 @@ def describe(
     out.print(f"{len(versions)} version(s); see `shoal history {product}`")
 
 
+def _describe_in_mesh(name: str, as_json: bool, at: str | None, home: Path | None) -> None:
+    with mesh_for(at, home) as mesh:
+        found = mesh.describe(name)
+    if as_json:
+        print_json(found)
+        return
+    for entry in found:
+        out.print(f"[bold]{entry['name']}[/bold]  version {entry['version']}")
+        out.print(
+            f"{entry['rows']:,} rows, {_size(entry['size_bytes'])}; last publish "
+            f"{entry['last_publish']}; held by {', '.join(entry['holders'])}"
+        )
+        out.print(f"contract {entry['contract_version']}")
+        table = Table("column", "type")
+        for col in entry["columns"]:
+            table.add_row(col["name"], col["type"])
+        out.print(table)
+        out.print("latest signed checkpoint:")
+        out.print(entry["checkpoint"].rstrip(), markup=False)
+
+
 @app.command()
 @handles_errors
 def history(
@@ -279,10 +351,10 @@ def history(
     home: HomeOption = None,
 ) -> None:
     """List every version of a product: number, time, mode, rows added/removed, files."""
-    node = _open(home)
+    node = open_node(home)
     versions = node.history(product)
     if as_json:
-        _print_json([v.to_dict() for v in versions])
+        print_json([v.to_dict() for v in versions])
         return
     table = Table("version", "time", "mode", "rows added", "rows removed", "files", "contract")
     for v in versions:
@@ -305,7 +377,7 @@ def contract_show(
     home: HomeOption = None,
 ) -> None:
     """Print a product's contract (ODCS YAML)."""
-    node = _open(home)
+    node = open_node(home)
     out.print(node.contract_text(product), markup=False, end="")
 
 
@@ -317,7 +389,7 @@ def contract_set(
     home: HomeOption = None,
 ) -> None:
     """Replace a product's contract; a breaking change needs a higher major version."""
-    node = _open(home)
+    node = open_node(home)
     contract = node.set_contract(product, file)
     out.print(f"contract of {node.name}.{product} is now version {contract.version}")
 
@@ -336,14 +408,14 @@ def verify(
     home: HomeOption = None,
 ) -> None:
     """Re-hash every file and re-check every signed log entry and checkpoint (exit 7 if bad)."""
-    node = _open(home)
+    node = open_node(home)
     if against is not None:
         if product is None:
             raise UsageError("--against needs a PRODUCT")
         note = _read_small_text(against)
         result = node.verify_against(product, note)
         if as_json:
-            _print_json(result)
+            print_json(result)
         else:
             out.print(
                 f"{node.name}.{product}: history of {result['size']} entries extends the "
@@ -352,7 +424,7 @@ def verify(
         return
     summaries = node.verify(product)
     if as_json:
-        _print_json(summaries)
+        print_json(summaries)
         return
     for item in summaries:
         out.print(
@@ -375,9 +447,9 @@ def log_command(
     """Show a product's signed log entries."""
     if start < 0:
         raise UsageError("--from must be 0 or more")
-    entries = _open(home).log_entries(product, start)
+    entries = open_node(home).log_entries(product, start)
     if as_json:
-        _print_json(entries)
+        print_json(entries)
         return
     table = Table("seq", "kind", "version", "time", "rows +/-", "files +/-", "key", "leaf hash")
     for e in entries:
@@ -401,7 +473,7 @@ def checkpoint(
     home: HomeOption = None,
 ) -> None:
     """Print the product's latest signed checkpoint (save it to verify --against later)."""
-    out.print(_open(home).checkpoint(product), markup=False, end="")
+    out.print(open_node(home).checkpoint(product), markup=False, end="")
 
 
 @app.command()
@@ -412,14 +484,14 @@ def proof(
     home: HomeOption = None,
 ) -> None:
     """Print the inclusion proof of a version in the latest checkpoint, as JSON."""
-    _print_json(_open(home).proof(product, version))
+    print_json(open_node(home).proof(product, version))
 
 
 @key_app.command("rotate")
 @handles_errors
 def key_rotate(home: HomeOption = None) -> None:
     """Make a new node key; every product log records the change, signed by the old key."""
-    old, new = _open(home).rotate_key()
+    old, new = open_node(home).rotate_key()
     out.print(f"node key rotated: {old} -> {new} (old key kept in keys/retired/)")
 
 
@@ -445,16 +517,27 @@ def sql(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the result to this file.")
     ] = None,
+    at: AtOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Answer SQL over this node's products (as NODE.PRODUCT or plain PRODUCT)."""
+    """Answer SQL over the products of every node in the mesh.
+
+    NODE.PRODUCT is one product; a plain PRODUCT is every node's product of that name,
+    unioned by column name, with a column _node naming each row's owner.
+    """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "parquet" and output is None and sys.stdout.isatty():
         raise UsageError("parquet output is binary: give -o FILE or redirect stdout")
-    node = _open(home)
-    reader = node.sql(query)
-    max_rows = node.home.settings.sql_max_rows
+    with mesh_for(at, home) as mesh:
+        reader = mesh.sql_reader(query)
+        max_rows = mesh.node.home.settings.sql_max_rows if at is None else 1_000_000
+        _write_result(reader, fmt, output, max_rows)
+
+
+def _write_result(
+    reader: pa.RecordBatchReader, fmt: str, output: Path | None, max_rows: int
+) -> None:
     if fmt in ("table", "json"):
         result = _read_bounded(reader, max_rows)
         if fmt == "table":
@@ -476,14 +559,25 @@ def sql(
 @app.command()
 @handles_errors
 def demo(
+    check: Annotated[
+        bool, typer.Option("--check", help="Run the tour without waiting; verify every answer.")
+    ] = False,
     keep: Annotated[
-        Path | None, typer.Option("--keep", help="Build the demo node here and keep it.")
+        Path | None, typer.Option("--keep", help="Build the nodes' homes here and keep them.")
     ] = None,
+    orders: Annotated[
+        int, typer.Option("--orders", min=1, max=5_000_000, help="Orders per store.")
+    ] = 20_000,
 ) -> None:
-    """Run the demo: a fresh node, generated retail data published, a few queries."""
+    """Run a local mesh of four nodes with retail data and a guided tour of questions.
+
+    Keeps the mesh running until Ctrl-C; with --check, exits 0 only if every answer
+    matches the answer computed over the generated data in one place.
+    """
     from shoal.demo import run_demo
 
-    run_demo(out, keep)
+    if not run_demo(out, keep=keep, check=check, orders=orders):
+        raise typer.Exit(1)
 
 
 def _read_bounded(reader: pa.RecordBatchReader, max_rows: int) -> pa.Table:
@@ -531,3 +625,8 @@ def _size(num: int) -> str:
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="shoal")
+
+
+# The mesh commands register themselves on `app`; imported last because they use the
+# helpers above.
+from shoal import cli_mesh  # noqa: E402, F401

@@ -1,7 +1,10 @@
-"""The Python API: `shoal.connect(home)` gives a `Mesh` to query and publish.
+"""The Python API: `shoal.connect(...)` gives a `Mesh` to query, inspect and publish.
 
-Today a Mesh wraps one local node home; the mesh issue adds remote nodes over HTTP and
-Flight behind the same methods.
+    mesh = shoal.connect("http://127.0.0.1:7400")   # a running node, over HTTP
+    mesh = shoal.connect(home=".shoal")             # a node home on this machine
+
+Both answer the same methods with the same results; a remote error is raised as the same
+`ShoalError` class the node raised.
 """
 
 from __future__ import annotations
@@ -10,15 +13,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shoal.config import resolve_home
-from shoal.errors import UsageError
+from shoal.errors import ShoalError, UnavailableError, UsageError
+from shoal.mesh.wire import error_from_dict
 from shoal.node import Node
-from shoal.products import Mode, ProductInfo, PublishResult
+from shoal.products import Mode
 
 __all__ = ["Mesh", "Result", "connect"]
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 class Result:
@@ -45,6 +52,10 @@ class Result:
             raise UsageError("Result.pl() needs polars: pip install polars") from exc
         return polars.from_arrow(self._table)
 
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Give the result as a list of plain Python tuples."""
+        return [tuple(row.values()) for row in self._table.to_pylist()]
+
     def __len__(self) -> int:
         return int(self._table.num_rows)
 
@@ -53,21 +64,74 @@ class Result:
 
 
 class Mesh:
-    """What a user holds after `connect`: SQL, publishing and the product list."""
+    """What a user holds after `connect`: SQL over the mesh, the catalog, publishing."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(
+        self, node: Node | None = None, *, url: str | None = None, timeout: float = 300.0
+    ) -> None:
+        if (node is None) == (url is None):
+            raise UsageError("a Mesh talks to a local node or to a URL, not both")
         self._node = node
+        self._http = httpx.Client(base_url=url, timeout=timeout) if url is not None else None
 
     @property
     def node(self) -> Node:
+        if self._node is None:
+            raise UsageError("this Mesh talks to a remote node; there is no local Node")
         return self._node
 
+    # -- SQL ----------------------------------------------------------------------------
     def sql(self, query: str) -> Result:
-        return Result(self._node.sql(query).read_all())
+        """Answer one read-only SELECT over every node's products."""
+        return Result(self.sql_reader(query).read_all())
 
-    def products(self) -> list[ProductInfo]:
-        return self._node.list_products()
+    def sql_reader(self, query: str) -> pa.RecordBatchReader:
+        """Like `sql`, but streams the result as Arrow record batches."""
+        if self._node is not None:
+            return self._node.query(query)
+        response = self._call("POST", "/api/v1/query", json={"sql": query}, stream=True)
+        try:
+            data = response.read()
+        finally:
+            response.close()
+        try:
+            return pa.ipc.open_stream(pa.py_buffer(data))
+        except pa.ArrowInvalid as exc:
+            raise ShoalError(f"the node sent a broken result stream: {exc}") from exc
 
+    def explain(self, query: str) -> dict[str, Any]:
+        """The plan: fragments per node with what is pushed down, and the coordinator's part."""
+        if self._node is not None:
+            plan = self._node.plan(query)
+            return {"plan": plan.to_dict(), "text": plan.explain()}
+        return dict(self._json("POST", "/api/v1/explain", json={"sql": query}))
+
+    # -- catalog ------------------------------------------------------------------------
+    def products(self) -> list[dict[str, Any]]:
+        """Every product in the mesh: name, owner, version, rows, size, holders."""
+        if self._node is not None:
+            from shoal.server.http import product_summary
+
+            return [product_summary(e) for e in self._node.mesh_products()]
+        return list(self._json("GET", "/api/v1/products"))
+
+    def describe(self, name: str) -> list[dict[str, Any]]:
+        """The product(s) a name means, with columns, contract and latest checkpoint."""
+        if self._node is not None:
+            from shoal.server.http import product_detail
+
+            return [product_detail(e) for e in self._node.find_products(name)]
+        return list(self._json("GET", f"/api/v1/products/{name}"))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The mesh's members with region, endpoints and state."""
+        if self._node is not None:
+            from shoal.server.http import node_table
+
+            return node_table(self._node)
+        return list(self._json("GET", "/api/v1/nodes"))
+
+    # -- publishing ---------------------------------------------------------------------
     def publish(
         self,
         name: str,
@@ -75,20 +139,90 @@ class Mesh:
         *,
         mode: Mode | str = Mode.APPEND,
         key: list[str] | None = None,
-    ) -> PublishResult:
-        """Publish `data`: a path or URL of a source, or an Arrow table/pandas/polars frame."""
+    ) -> dict[str, Any]:
+        """Publish `data` (a path of a source, an Arrow table, a pandas or polars frame)."""
+        mode = Mode(mode)
+        if self._node is not None:
+            if isinstance(data, str | Path):
+                return self._node.publish(name, str(data), mode=mode, key=key).to_dict()
+            table = _to_arrow(data)
+            self._node.home.tmp_dir.mkdir(exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=self._node.home.tmp_dir) as scratch:
+                path = Path(scratch) / "data.parquet"
+                pq.write_table(table, path)
+                return self._node.publish(name, str(path), mode=mode, key=key).to_dict()
         if isinstance(data, str | Path):
-            return self._node.publish(name, str(data), mode=mode, key=key)
-        table = _to_arrow(data)
-        with tempfile.TemporaryDirectory(dir=self._node.home.root / "tmp") as scratch:
-            path = Path(scratch) / "data.parquet"
-            pq.write_table(table, path)
-            return self._node.publish(name, str(path), mode=mode, key=key)
+            from shoal.sources import SourceOptions, open_source
+
+            with open_source(str(data), SourceOptions()) as reader:
+                table = reader.read_all()
+        else:
+            table = _to_arrow(data)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return dict(
+            self._json(
+                "POST",
+                f"/api/v1/products/{name}/versions",
+                params={"mode": mode.value, "key": ",".join(key or [])},
+                content=sink.getvalue().to_pybytes(),
+                headers={"content-type": ARROW_STREAM},
+            )
+        )
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def __enter__(self) -> Mesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- HTTP ---------------------------------------------------------------------------
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ShoalError(f"the node answered {path} with something that is not JSON") from exc
+
+    def _call(
+        self, method: str, path: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        assert self._http is not None
+        try:
+            request = self._http.build_request(method, path, **kwargs)
+            response = self._http.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise UnavailableError(f"{self._http.base_url} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise UnavailableError(
+                f"cannot reach the node at {self._http.base_url}: {exc}",
+                hint="is `shoal serve` running there?",
+            ) from exc
+        if response.status_code >= 400:
+            body = response.read()
+            response.close()
+            try:
+                data = httpx.Response(response.status_code, content=body).json()
+            except ValueError:
+                data = None
+            raise error_from_dict(data, fallback=f"HTTP {response.status_code} from {path}")
+        return response
 
 
-def connect(home: str | Path | None = None) -> Mesh:
-    """Open the node at `home` (default `$SHOAL_HOME` or `./.shoal`)."""
-    return Mesh(Node.open(resolve_home(home)))
+def connect(target: str | Path | None = None, *, home: str | Path | None = None) -> Mesh:
+    """Connect to a running node by URL, or open a node home on this machine.
+
+    `connect("http://host:7400")` talks HTTP; `connect(home=".shoal")` (or a path as the
+    first argument, or nothing: `$SHOAL_HOME` or `./.shoal`) opens the home.
+    """
+    if isinstance(target, str) and target.startswith(("http://", "https://")):
+        return Mesh(url=target.rstrip("/"))
+    return Mesh(Node.open(resolve_home(home if home is not None else target)))
 
 
 def _to_arrow(data: Any) -> pa.Table:

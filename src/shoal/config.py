@@ -65,6 +65,23 @@ class Settings(BaseModel):
         ge=1_000,
         description="Rows per data file a publish writes; bounds memory and file size.",
     )
+    query_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a federated query waits for a node's part before failing.",
+    )
+    ping_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between health pings and catalog pulls to each peer.",
+    )
+    max_upload_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest data upload (MiB) the HTTP API accepts for a publish.",
+    )
 
     @field_validator("name")
     @classmethod

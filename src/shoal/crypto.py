@@ -34,6 +34,11 @@ class NodeKey:
         self.public = private.public_key()
 
     @property
+    def private_key(self) -> Ed25519PrivateKey:
+        """The private half, for libraries that sign with it (PyJWT); never serialise it."""
+        return self._private
+
+    @property
     def public_bytes(self) -> bytes:
         return self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

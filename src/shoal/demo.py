@@ -1,75 +1,126 @@
-"""`shoal demo`: a fresh node, generated retail data published, a few questions answered.
+"""`shoal demo`: a small business's mesh on this machine, and a guided tour of it.
 
-The mesh issue turns this into several nodes; today it shows one store's back office.
+Four node processes on free loopback ports: `hq` (the hub, with the product catalogue), the
+stores `berlin` and `munich` (their orders) and `marketing` (its campaigns). Each publishes
+generated retail data, then the tour asks cross-node questions — each time at a different
+node, since any node answers — printing the plan and the answer. Without `--check` the mesh
+keeps running with its URLs printed until Ctrl-C; with it, every answer is compared with
+the same question answered over the generated files in one place, and the exit code says
+whether all matched.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
+import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from shoal.client import connect
+from shoal.errors import ShoalError
+from shoal.localmesh import LocalMesh
+from shoal.meshdata import MESH_NODES, write_mesh_data
 from shoal.node import Node
-from shoal.sampledata import write_retail_files
+from shoal.tour import TOUR, check_answers, expected_answers
 
-__all__ = ["QUESTIONS", "run_demo"]
+__all__ = ["run_demo"]
 
-QUESTIONS = (
-    (
-        "Revenue per store",
-        "SELECT store, count(*) AS orders, round(sum(amount), 2) AS revenue "
-        "FROM demo.orders GROUP BY store ORDER BY revenue DESC",
-    ),
-    (
-        "Best-selling categories (a join across two products)",
-        "SELECT c.category, sum(o.quantity) AS units, round(sum(o.amount), 2) AS revenue "
-        "FROM orders o JOIN catalogue c USING (product_id) "
-        "GROUP BY c.category ORDER BY revenue DESC",
-    ),
-    (
-        "Top customers",
-        "SELECT cu.name, cu.city, round(sum(o.amount), 2) AS spent "
-        "FROM orders o JOIN customers cu USING (customer_id) "
-        "GROUP BY ALL ORDER BY spent DESC LIMIT 5",
-    ),
-)
+SHOWN_ROWS = 10
 
 
-def run_demo(out: Console, keep: Path | None = None, orders: int = 20_000) -> Path | None:
-    """Build the demo node (in `keep`, or a temporary folder removed afterwards)."""
+def run_demo(
+    out: Console, *, keep: Path | None = None, check: bool = False, orders: int = 20_000
+) -> bool:
+    """Run the demo; gives True when every checked answer matched (always True unchecked)."""
     workdir = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
-    home = keep if keep is not None else workdir / "home"
+    root = keep if keep is not None else workdir / "mesh"
+    if root.exists() and any(root.iterdir()):
+        raise ShoalError(f"{root} is not empty; give --keep a new folder")
+    mesh = LocalMesh(root)
     try:
-        out.print(f"[bold]Shoal demo[/bold]: a node for a coffee chain, home {home}")
-        node = Node.init(home, "demo", "eu-de")
-        files = write_retail_files(workdir / "files", orders=orders)
-        for product, path in files.items():
-            result = node.publish(product, str(path))
-            out.print(
-                f"  published demo.{product} v{result.version} from {path.name}: "
-                f"{result.rows_added:,} rows, contract {result.contract_version} "
-                f"({'inferred' if result.contract_inferred else 'given'})"
-            )
-        more = node.publish("orders", str(files["orders"]), mode="upsert", key=["order_id"])
-        out.print(
-            f"  re-published demo.orders as an upsert: v{more.version}, "
-            f"{more.rows_total:,} rows (same keys, no duplicates)"
-        )
-        for title, sql in QUESTIONS:
-            out.print(f"\n[bold]{title}[/bold]\n  {sql}")
-            result = node.sql(sql).read_all()
-            table = Table(*result.column_names)
-            for row in result.to_pylist():
-                table.add_row(*(Text(str(v)) for v in row.values()))
-            out.print(table)
-        out.print(
-            "\nTry it yourself: shoal --help; "
-            + (f"the node stays in {home}" if keep else "rerun with --keep DIR to keep the node")
-        )
-        return home if keep is not None else None
+        out.print(f"[bold]Shoal demo[/bold]: a coffee chain's mesh of four nodes, in {root}")
+        mesh.start(MESH_NODES, progress=lambda line: out.print(f"  {line}"))
+        files = write_mesh_data(workdir / "files", orders_per_store=orders)
+        for name, products in files.items():
+            node = Node.open(root / name)  # CLI-style, beside the running server
+            for product, path in products.items():
+                result = node.publish(product, str(path))
+                out.print(
+                    f"  {name} published {name}.{product} v{result.version}: "
+                    f"{result.rows_added:,} rows"
+                )
+        wanted = {f"{n}.{p}" for n, products in files.items() for p in products}
+        mesh.wait_for_catalog(wanted)
+        out.print("  every node's catalog lists every product\n")
+        answers = _tour(out, mesh)
+        matched = True
+        if check:
+            report = check_answers(expected_answers(files), answers)
+            matched = all(line.endswith("ok") for line in report)
+            for line in report:
+                out.print(f"  {line}", markup=False)
+            out.print("all answers match" if matched else "[red]some answers differ[/red]")
+        else:
+            _wait_for_ctrl_c(out, mesh)
+        return matched
     finally:
+        codes = mesh.stop()
+        stuck = [name for name, code in codes.items() if code != 0]
+        if stuck:
+            out.print(f"[yellow]nodes that did not stop cleanly: {', '.join(stuck)}[/yellow]")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tour(out: Console, mesh: LocalMesh) -> dict[str, pa.Table]:
+    coordinators = list(mesh.nodes.values())
+    answers: dict[str, pa.Table] = {}
+    for index, question in enumerate(TOUR):
+        at = coordinators[index % len(coordinators)]
+        out.print(f"[bold]{question.title}[/bold]  (asked at {at.name})")
+        out.print(f"  {question.why}", markup=False)
+        out.print(f"  {question.sql}", markup=False)
+        with connect(at.http) as client:
+            plan = client.explain(question.sql)
+            result = client.sql(question.sql).arrow()
+        out.print(_indent(str(plan["text"])), markup=False)
+        table = Table(*result.column_names)
+        for row in result.slice(0, SHOWN_ROWS).to_pylist():
+            table.add_row(*(Text("NULL" if v is None else str(v)) for v in row.values()))
+        out.print(table)
+        if result.num_rows > SHOWN_ROWS:
+            out.print(f"  ... {result.num_rows - SHOWN_ROWS} more rows")
+        out.print()
+        answers[question.title] = result
+    return answers
+
+
+def _wait_for_ctrl_c(out: Console, mesh: LocalMesh) -> None:
+    out.print("[bold]The mesh keeps running.[/bold] Try, in another terminal:")
+    for name, node in mesh.nodes.items():
+        out.print(f"  {name:10} {node.http}   (flight {node.flight})")
+    first = next(iter(mesh.nodes.values()))
+    out.print(f'  shoal sql --at {first.http} "SELECT _node, count(*) FROM orders GROUP BY 1"')
+    out.print(f"  shoal nodes --at {first.http}")
+    out.print("Press Ctrl-C to stop every node.")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            down = [n for n, node in mesh.nodes.items() if not node.running()]
+            if down:
+                out.print(f"[red]nodes stopped unexpectedly: {', '.join(down)}[/red]")
+                return
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out.print("\nstopping the mesh ...")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from shoal.errors import LockdownError, NotFoundError, ShoalError, UsageError
 
-__all__ = ["LockedSession", "quote_identifier", "trusted_connection"]
+__all__ = ["LockedSession", "quote_identifier", "read_only_statement", "trusted_connection"]
 
 log = logging.getLogger("shoal.engine")
 
@@ -31,6 +31,15 @@ _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN
 def quote_identifier(name: str) -> str:
     """Quote `name` as a DuckDB identifier, whatever characters it holds."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def read_only_statement(sql: str) -> str:
+    """Give `sql` back if it is exactly one SELECT or EXPLAIN; LockdownError otherwise.
+
+    DuckDB's own parser decides, so the federated planner refuses exactly what local SQL
+    refuses, before any other parser looks at the text.
+    """
+    return LockedSession._gate(sql)
 
 
 def trusted_connection(*, threads: int = 0, memory_limit: str | None = None) -> Any:

@@ -8,8 +8,10 @@
     ├── NotFoundError           exit 4   a node home, product, version or file does not exist
     ├── ConflictError           exit 5   the change clashes with existing state
     │   └── BreakingChangeError exit 5   a new contract breaks consumers without a major bump
-    └── RefusedError            exit 6   not allowed: permission or SQL lock-down
-        └── LockdownError       exit 6   user SQL tried to leave its sandbox
+    ├── RefusedError            exit 6   not allowed: permission or SQL lock-down
+    │   ├── LockdownError       exit 6   user SQL tried to leave its sandbox
+    │   └── TokenError          exit 6   a join token or signed request is forged, used or expired
+    └── UnavailableError        exit 8   a node needed for the answer did not respond in time
 
 Each class carries `exit_code` (for the CLI) and `http_status` (for the servers) as class
 attributes, so callers never map errors by hand.
@@ -29,7 +31,9 @@ __all__ = [
     "RuleFailure",
     "ShoalError",
     "SourceError",
+    "TokenError",
     "TypeDriftError",
+    "UnavailableError",
     "UsageError",
 ]
 
@@ -91,6 +95,17 @@ class RefusedError(ShoalError):
 
 class LockdownError(RefusedError):
     """User SQL tried something the locked-down engine does not allow."""
+
+
+class TokenError(RefusedError):
+    """A join token, certificate or signed request failed its checks."""
+
+
+class UnavailableError(ShoalError):
+    """A peer that holds needed data did not answer within the timeout, or is down."""
+
+    exit_code = 8
+    http_status = 503
 
 
 class RuleFailure:

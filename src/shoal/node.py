@@ -7,10 +7,12 @@ them.
 from __future__ import annotations
 
 import base64
+import difflib
 import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,20 @@ import pyarrow as pa
 
 from shoal.config import Home, create_home, open_home
 from shoal.contracts import Contract, check_evolution, load_contract
-from shoal.crypto import generate_key, public_key_from_bytes
+from shoal.crypto import generate_key, key_id_of, public_key_from_bytes
 from shoal.engine import LockedSession
-from shoal.errors import NotFoundError, TypeDriftError, UsageError
+from shoal.errors import ConflictError, NotFoundError, TokenError, TypeDriftError, UsageError
 from shoal.log import ENTRY_VERSION, Checkpoint, HistoryError
+from shoal.mesh.catalog import Catalog, CatalogEntry, encode_schema
+from shoal.mesh.health import PeerHealth
+from shoal.mesh.membership import Membership
+from shoal.mesh.peers import FragmentClient, ask_hub_to_join
+from shoal.mesh.tokens import peek_join_token
 from shoal.names import check_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
 from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
 from shoal.products.publish import Progress, check_current_data
+from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
 from shoal.sources import KINDS, SourceOptions, open_source
 
 __all__ = ["Node"]
@@ -41,6 +49,9 @@ class Node:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.products = ProductStore(home)
+        # Set by the server, which pings peers; a CLI process has no health view.
+        self.health: PeerHealth | None = None
+        self._own_fingerprints: dict[str, tuple[str, int]] = {}
         self.products.sweep_staging()
         recover_all(self.products)
 
@@ -48,6 +59,30 @@ class Node:
     def init(cls, root: Path, name: str, region: str = "local") -> Node:
         """Create a new node home at `root` and open it."""
         return cls(create_home(root, name, region))
+
+    @classmethod
+    def join(cls, root: Path, hub_url: str, token: str) -> Node:
+        """Create a node home from a hub's join token and register it with the hub.
+
+        The token fixes the name and region; nothing is left behind if the hub refuses.
+        """
+        token = token.strip()
+        claims = peek_join_token(token)
+        if root.exists() and any(root.iterdir()):
+            raise ConflictError(f"{root} is not empty; join with a new --home folder")
+        if not hub_url.startswith(("http://", "https://")):
+            raise UsageError(f"invalid hub URL {hub_url!r}: want http://HOST:PORT")
+        node = cls.init(root, claims.name, claims.region)
+        try:
+            answer = ask_hub_to_join(hub_url.rstrip("/"), token, node.home.key().public_bytes)
+            hub_key = base64.b64decode(answer["hub_key"])
+            if key_id_of(hub_key) != claims.hub_key_id:
+                raise TokenError("the hub's key does not match the token; is it the right hub?")
+            node.membership.adopt(str(answer["hub"]), hub_key, list(answer["members"]))
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return node
 
     @classmethod
     def open(cls, root: Path) -> Node:
@@ -234,6 +269,136 @@ class Node:
         session.expose(tables)
         session.lock()
         return session.run(query)
+
+    # -- the mesh -----------------------------------------------------------------------
+    @cached_property
+    def membership(self) -> Membership:
+        return Membership(self.home)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.home, self.membership)
+
+    @cached_property
+    def fragment_client(self) -> FragmentClient:
+        return FragmentClient(
+            self.home, self.membership, self.health, timeout=self.home.settings.query_timeout
+        )
+
+    def refresh_catalog(self) -> list[CatalogEntry]:
+        """Bring this node's own catalog entries up to date; gives those that changed.
+
+        Cheap when nothing changed (one small file read per product), so a running node
+        calls it often and sees publishes made by CLI commands on the same home.
+        """
+        entries = []
+        for name in self.products.names():
+            fingerprint = self._fingerprint(name)
+            if fingerprint is None or self._own_fingerprints.get(name) == fingerprint:
+                continue
+            entries.append(self._own_entry(name))
+            self._own_fingerprints[name] = fingerprint
+        return self.catalog.put_own(entries) if self.membership.joined() else []
+
+    def _fingerprint(self, name: str) -> tuple[str, int] | None:
+        try:
+            checkpoint = self.checkpoint(name)
+            contract_stamp = self.products.contract_path(name).stat().st_mtime_ns
+        except (NotFoundError, OSError):
+            return None  # a first publish that is still being written
+        return checkpoint, contract_stamp
+
+    def _own_entry(self, name: str) -> CatalogEntry:
+        info = self.products.info(name)
+        return CatalogEntry(
+            owner=self.name,
+            product=name,
+            version=info.version,
+            rows=info.rows,
+            size_bytes=info.size_bytes,
+            last_publish=info.last_publish,
+            contract_version=info.contract_version,
+            contract=self.products.contract_text(name),
+            schema_ipc=encode_schema(self.products.dataset(name).schema),
+            checkpoint=self.checkpoint(name),
+            holders=[self.name],
+        )
+
+    def mesh_products(self) -> list[CatalogEntry]:
+        """Every product in the mesh, this node's own included (current even if not joined)."""
+        own = {name: self._own_entry(name) for name in self.products.names()}
+        entries = [own[name] for name in sorted(own)]
+        if self.membership.joined():
+            entries += [e for e in self.catalog.entries() if e.owner != self.name]
+        return sorted(entries, key=lambda e: (e.product, e.owner))
+
+    def find_products(self, name: str) -> list[CatalogEntry]:
+        """The products `name` means: `owner.product` is one; a bare name is every owner's.
+
+        NotFoundError names close matches when there is none.
+        """
+        owner, _, product = name.rpartition(".")
+        if owner:
+            check_name(owner, "node")
+        check_name(product, "product")
+        everything = self.mesh_products()
+        found = [e for e in everything if e.product == product and (not owner or e.owner == owner)]
+        if not found:
+            known = sorted({e.key for e in everything} | {e.product for e in everything})
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = (
+                f"did you mean {', '.join(close)}?"
+                if close
+                else "`shoal products --mesh` lists them"
+            )
+            raise NotFoundError(f"no product '{name}' in the mesh", hint=hint)
+        return found
+
+    def mesh_tables(self) -> list[TableRef]:
+        """Every product this node can query: its own (always current) and the catalog's."""
+
+        tables = {
+            (self.name, name): TableRef(self.name, name, self.products.dataset(name).schema)
+            for name in self.products.names()
+        }
+        if self.membership.joined():
+            for entry in self.catalog.entries():
+                if (entry.owner, entry.product) not in tables:
+                    tables[entry.owner, entry.product] = TableRef(
+                        entry.owner, entry.product, entry.arrow_schema(), tuple(entry.holders)
+                    )
+        return list(tables.values())
+
+    def plan(self, query: str) -> QueryPlan:
+        """Split one read-only statement into fragments per node (see docs/query.md)."""
+
+        return plan_query(query, self.mesh_tables())
+
+    def query(self, query: str) -> pa.RecordBatchReader:
+        """Answer one read-only statement over the products of every node in the mesh."""
+
+        settings = self.home.settings
+        return execute_plan(
+            self.plan(query),
+            self.run_fragment,
+            memory_limit=settings.sql_memory_limit,
+            threads=settings.sql_threads,
+        )
+
+    def run_fragment(self, fragment: Fragment) -> pa.RecordBatchReader:
+        """Run one fragment where its data is: here, or at the first holder."""
+        holders = fragment.holders or (fragment.owner,)
+        if self.name in holders:
+            return self.serve_fragment(fragment.owner, fragment.product, fragment.sql)
+        return self.fragment_client.run(fragment, holders[0])
+
+    def serve_fragment(self, owner: str, product: str, sql: str) -> pa.RecordBatchReader:
+        """Run a fragment a coordinator sent for one of this node's products."""
+        if owner != self.name:
+            raise NotFoundError(f"node '{self.name}' does not hold {owner}.{product}")
+        if not self.products.exists(product):
+            raise NotFoundError(f"node '{self.name}' has no product '{product}'")
+        return self.sql(sql)
 
 
 def read_contract_file(path: Path) -> Contract:

@@ -1,0 +1,147 @@
+"""Talking to other nodes: signed HTTP calls for the control plane, Arrow Flight for data.
+
+Every call carries a request token signed with this node's key (see `tokens`), naming the
+caller and binding the call, so the receiving node knows which member asks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from shoal.config import Home
+from shoal.errors import ShoalError, UnavailableError, UsageError
+from shoal.mesh.health import PeerHealth
+from shoal.mesh.membership import Member, Membership
+from shoal.mesh.tokens import sign_request
+from shoal.mesh.wire import AUTH_SCHEME, error_from_dict
+from shoal.query import Fragment
+
+__all__ = ["FRAGMENT_PATH", "FragmentClient", "ask_hub_to_join", "signed_headers"]
+
+FRAGMENT_PATH = "/fragment"
+
+
+def ask_hub_to_join(hub_url: str, token: str, public_key: bytes) -> dict[str, Any]:
+    """Redeem a join token at the hub; gives its answer (hub, hub_key, members)."""
+    body = {"token": token, "public_key": base64.b64encode(public_key).decode()}
+    try:
+        response = httpx.post(f"{hub_url}/api/v1/mesh/join", json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise UnavailableError(f"cannot reach the hub at {hub_url}: {exc}") from exc
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code >= 400:
+        raise error_from_dict(data, fallback=f"the hub refused: HTTP {response.status_code}")
+    if not isinstance(data, dict) or not {"hub", "hub_key", "members"} <= data.keys():
+        raise UsageError("the hub's answer is not a join answer; is the URL a Shoal hub?")
+    return data
+
+
+def signed_headers(
+    home: Home, audience: str, method: str, path: str, body: bytes = b""
+) -> dict[str, str]:
+    """Headers that identify this node to `audience` for one call."""
+    token = sign_request(home.key(), home.settings.name, audience, method, path, body)
+    return {"authorization": f"{AUTH_SCHEME} {token}"}
+
+
+class FragmentClient:
+    """Runs query fragments on the peers that hold the data, over Arrow Flight."""
+
+    def __init__(
+        self,
+        home: Home,
+        membership: Membership,
+        health: PeerHealth | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        self.home = home
+        self.membership = membership
+        self.health = health
+        self.timeout = timeout
+        self._clients: dict[str, flight.FlightClient] = {}
+        self._lock = threading.Lock()
+
+    def run(self, fragment: Fragment, holder: str) -> pa.RecordBatchReader:
+        """Run `fragment` at peer `holder`; UnavailableError names the node if it fails."""
+        what = f"{fragment.owner}.{fragment.product}"
+        member = self.membership.member(holder)
+        if self.health is not None and self.health.is_down(holder):
+            raise UnavailableError(
+                f"node '{holder}' is down; cannot read {what}",
+                hint="start that node again (replicas come with a later release)",
+            )
+        if not member.flight:
+            raise UnavailableError(
+                f"node '{holder}' has never announced its endpoints; cannot read {what}",
+                hint="start it with `shoal serve` on its home",
+            )
+        ticket = json.dumps(
+            {
+                "fragment": {
+                    "owner": fragment.owner,
+                    "product": fragment.product,
+                    "sql": fragment.sql,
+                }
+            }
+        ).encode()
+        headers = signed_headers(self.home, holder, "DOGET", FRAGMENT_PATH, ticket)
+        options = flight.FlightCallOptions(
+            timeout=self.timeout,
+            headers=[(k.encode(), v.encode()) for k, v in headers.items()],
+        )
+        try:
+            table = self._client(member).do_get(flight.Ticket(ticket), options).read_all()
+        except flight.FlightTimedOutError as exc:
+            raise UnavailableError(
+                f"node '{holder}' did not answer within {self.timeout:g} s for {what}"
+            ) from exc
+        except flight.FlightUnavailableError as exc:
+            self._forget(member)
+            raise UnavailableError(f"node '{holder}' cannot be reached for {what}") from exc
+        except flight.FlightError as exc:
+            raise _remote_error(exc, holder, what) from exc
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+    def _client(self, member: Member) -> flight.FlightClient:
+        with self._lock:
+            client = self._clients.get(member.flight)
+            if client is None:
+                client = flight.FlightClient(member.flight)
+                self._clients[member.flight] = client
+            return client
+
+    def _forget(self, member: Member) -> None:
+        with self._lock:
+            client = self._clients.pop(member.flight, None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+def _remote_error(exc: flight.FlightError, holder: str, what: str) -> ShoalError:
+    """The ShoalError the peer raised, prefixed with where it happened."""
+    extra = getattr(exc, "extra_info", b"") or b""
+    try:
+        data: Any = json.loads(extra)
+    except ValueError:
+        data = None
+    error = error_from_dict(data, fallback=str(exc).split("\n")[0])
+    error.message = f"node '{holder}' failed reading {what}: {error.message}"
+    error.args = (error.message,)
+    return error

@@ -1,0 +1,68 @@
+"""Running a plan: fragments in parallel where the data is, then the coordinator's SQL.
+
+Each fragment's result is read whole into Arrow before the coordinator starts (a fragment
+result may be scanned more than once by the final query, and a stream can be read once);
+projections and filters already ran at the nodes, so this is what the query needs. The
+coordinator runs in the same locked-down DuckDB as local SQL, seeing only the fragment
+results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+
+from shoal.engine import LockedSession
+from shoal.errors import ShoalError
+from shoal.query.plan import Fragment, QueryPlan
+
+__all__ = ["FragmentRunner", "execute_plan"]
+
+FragmentRunner = Callable[[Fragment], pa.RecordBatchReader]
+
+
+def execute_plan(
+    plan: QueryPlan,
+    run_fragment: FragmentRunner,
+    *,
+    memory_limit: str = "2GB",
+    threads: int = 0,
+    max_parallel: int = 8,
+) -> pa.RecordBatchReader:
+    """Run `plan`; fragments go to `run_fragment`, which may run them anywhere."""
+    results: dict[str, pa.Table] = {}
+    if plan.fragments:
+        workers = max(1, min(max_parallel, len(plan.fragments)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="fragment") as pool:
+            futures = {f.id: pool.submit(_fetch, run_fragment, f) for f in plan.fragments}
+            for fragment_id, future in futures.items():
+                results[fragment_id] = future.result()
+    session = LockedSession(memory_limit=memory_limit, threads=threads)
+    session.expose({("main", fid): table for fid, table in results.items()}, aliases=False)
+    session.lock()
+    return session.run(plan.final_sql)
+
+
+def _fetch(run_fragment: FragmentRunner, fragment: Fragment) -> pa.Table:
+    node = fragment.holders[0] if fragment.holders else fragment.owner
+    try:
+        table = run_fragment(fragment).read_all()
+    except ShoalError as exc:
+        where = f"{fragment.owner}.{fragment.product}"
+        if where not in exc.message:
+            exc.message = f"reading {where} at node '{node}': {exc.message}"
+            exc.args = (exc.message,)
+        raise
+    except Exception as exc:
+        raise ShoalError(
+            f"reading {fragment.owner}.{fragment.product} at node '{node}' failed: {exc}"
+        ) from exc
+    wanted = list(fragment.columns) or table.column_names
+    if table.column_names != wanted:
+        raise ShoalError(
+            f"node '{node}' answered {fragment.owner}.{fragment.product} with columns "
+            f"{table.column_names}, not {wanted}"
+        )
+    return table

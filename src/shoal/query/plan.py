@@ -1,0 +1,96 @@
+"""What the planner produces: fragments to run where the data is, and the coordinator's part.
+
+A `QueryPlan` is plain data, so it can be explained to users, sent over the API as JSON,
+and executed by any runner (in process in tests, over Arrow Flight in a mesh).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = ["Fragment", "QueryPlan", "TableRef"]
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """One product in the mesh catalog, as the planner needs it."""
+
+    owner: str
+    product: str
+    schema: pa.Schema
+    holders: tuple[str, ...] = ()  # nodes able to serve it; empty means (owner,)
+
+    @property
+    def name(self) -> str:
+        return f"{self.owner}.{self.product}"
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One node's part of a query: a single-product SELECT with what could be pushed down."""
+
+    id: str  # also the table name under which the coordinator reads its result
+    owner: str
+    product: str
+    holders: tuple[str, ...]  # where it may run, preferred first
+    sql: str  # DuckDB SQL reading only "<owner>"."<product>"
+    columns: tuple[str, ...]
+    filters: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "node": self.holders[0] if self.holders else self.owner,
+            "owner": self.owner,
+            "product": self.product,
+            "holders": list(self.holders),
+            "sql": self.sql,
+            "columns": list(self.columns),
+            "filters": list(self.filters),
+        }
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """The user's statement split into fragments and the SQL that finishes it."""
+
+    sql: str
+    fragments: tuple[Fragment, ...]
+    final_sql: str
+    notes: tuple[str, ...] = field(default=())  # why something was not pushed down
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sql": self.sql,
+            "fragments": [f.to_dict() for f in self.fragments],
+            "coordinator": self.final_sql,
+            "notes": list(self.notes),
+        }
+
+    def explain(self) -> str:
+        """The plan as text: per node, its fragments; then what the coordinator does."""
+        lines: list[str] = []
+        by_node: dict[str, list[Fragment]] = {}
+        for fragment in self.fragments:
+            node = fragment.holders[0] if fragment.holders else fragment.owner
+            by_node.setdefault(node, []).append(fragment)
+        if not by_node:
+            lines.append("no node data is read; the coordinator answers alone")
+        for node in sorted(by_node):
+            lines.append(f"node {node}:")
+            for fragment in by_node[node]:
+                lines.append(f"  {fragment.id}: {fragment.owner}.{fragment.product}")
+                columns = ", ".join(fragment.columns) if fragment.columns else "(row count only)"
+                lines.append(f"    columns: {columns}")
+                if fragment.filters:
+                    lines.append(f"    filters pushed down: {' AND '.join(fragment.filters)}")
+                else:
+                    lines.append("    filters pushed down: none")
+        lines.append("coordinator:")
+        lines.append(f"  {self.final_sql}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)

@@ -1,0 +1,425 @@
+"""Splitting one SQL statement into per-node fragments and the coordinator's finishing SQL.
+
+The statement is parsed once with sqlglot (DuckDB dialect). Every occurrence of a product
+in it — in the main query, a subquery, a CTE body, each side of a self-join — becomes its
+own fragments: `berlin.sales` is one fragment at berlin, a plain `sales` one fragment per
+node that owns a `sales`, unioned by column name at the coordinator with a `_node` column.
+The occurrence is replaced in the tree by the fragment results, and the coordinator runs
+the rewritten statement.
+
+What a fragment carries is decided in one place, `_push_down`:
+
+* **projection** — only the columns the statement names (all of them when it uses `*`,
+  `COLUMNS(...)` or a NATURAL join); a name is kept if it appears anywhere in the
+  statement, so a reference the planner does not understand can only fetch too much, never
+  too little;
+* **filters** — WHERE conjuncts that read only this occurrence, are built only from
+  deterministic, side-effect-free expressions (comparisons, IN lists, BETWEEN, LIKE, IS
+  NULL, arithmetic, casts, a few string functions), and apply where pushing cannot change
+  the answer: never on the null-supplying side of an outer join, never HAVING.
+
+Pushed filters are also kept in the coordinator's SQL: re-applying a deterministic filter
+changes nothing, so correctness never depends on the pushdown. The next issue adds partial
+aggregates, top-N and co-located joins in `_push_down`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, SqlglotError
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from shoal.engine import quote_identifier, read_only_statement, trusted_connection
+from shoal.errors import LockdownError, NotFoundError, UsageError
+from shoal.query.plan import Fragment, QueryPlan, TableRef
+
+__all__ = ["NODE_COLUMN", "plan_query"]
+
+# sqlglot warns on stderr when it falls back to an opaque Command (EXPLAIN, PRAGMA ...);
+# the planner refuses those itself with a clear message, so the warning is only noise.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+NODE_COLUMN = "_node"
+MAX_SQL_CHARS = 1024 * 1024
+_DIALECT = "duckdb"
+_ROW_MARKER = "__shoal_row"
+
+# Expressions a filter may be built from to be pushed: deterministic and free of side
+# effects, so running them at the node and again at the coordinator gives one answer.
+_PUSHABLE = (
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Paren,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.NullSafeEQ,
+    exp.NullSafeNEQ,
+    exp.In,
+    exp.Between,
+    exp.Like,
+    exp.ILike,
+    exp.Is,
+    exp.Neg,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Mod,
+    exp.Cast,
+    exp.TryCast,
+    exp.DataType,
+    exp.DataTypeParam,
+    exp.Interval,
+    exp.Var,
+    exp.Tuple,
+    exp.Lower,
+    exp.Upper,
+    exp.Length,
+    exp.Coalesce,
+    exp.Abs,
+    exp.StartsWith,
+    exp.Substring,
+    exp.Trim,
+)
+
+
+@dataclass
+class _Occurrence:
+    """One place a product name appears in the statement."""
+
+    table: exp.Table
+    alias: str
+    refs: list[TableRef]
+    qualified: bool
+
+
+def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
+    """Split `sql` over the products in `tables` (the mesh catalog)."""
+    tree = _parse(sql)
+    catalog = _Catalog(tables)
+    occurrences: list[_Occurrence] = []
+    nullable: dict[int, bool] = {}
+    where_of: dict[int, exp.Expr | None] = {}
+    sources_of: dict[int, int] = {}
+    select_aliases: dict[int, set[str]] = {}
+    for scope in _scopes(tree):
+        select = scope.expression
+        outer = _outer_joined(select) if isinstance(select, exp.Select) else set()
+        aliases = _select_aliases(select)
+        for alias, (_, source) in scope.selected_sources.items():
+            if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
+                continue  # a CTE, a subquery or a table function: not a product
+            occurrence = catalog.resolve(source, alias)
+            key = id(source)
+            occurrences.append(occurrence)
+            nullable[key] = alias in outer
+            where_of[key] = select.args.get("where") if isinstance(select, exp.Select) else None
+            sources_of[key] = len(scope.selected_sources)
+            select_aliases[key] = aliases
+    names_used, wants_everything = _names_used(tree)
+    fragments: list[Fragment] = []
+    notes: list[str] = []
+    for occurrence in occurrences:
+        key = id(occurrence.table)
+        filters = []
+        if nullable[key]:
+            notes.append(
+                f"filters on {occurrence.alias} stay at the coordinator: it is on the "
+                "null-supplying side of an outer join"
+            )
+        else:
+            filters = _pushable_conjuncts(
+                where_of[key], occurrence.alias, sources_of[key] == 1, select_aliases[key]
+            )
+        replacement, made = _push_down(
+            occurrence, filters, names_used, wants_everything, len(fragments)
+        )
+        fragments += made
+        occurrence.table.replace(replacement)
+    final_sql = tree.sql(dialect=_DIALECT, identify=True)
+    return QueryPlan(sql, tuple(fragments), final_sql, tuple(notes))
+
+
+# -- parsing and the gate -----------------------------------------------------------------
+def _parse(sql: str) -> exp.Expr:
+    if not isinstance(sql, str) or not sql.strip():
+        raise UsageError("the query is empty")
+    if len(sql) > MAX_SQL_CHARS:
+        raise UsageError("the query is longer than 1 MiB")
+    read_only_statement(sql)
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=_DIALECT) if s is not None]
+    except ParseError as exc:
+        first = exc.errors[0]["description"] if exc.errors else str(exc)
+        raise UsageError(f"SQL error: {first}") from exc
+    except (SqlglotError, RecursionError) as exc:
+        raise UsageError(f"SQL error: cannot parse the query: {type(exc).__name__}") from exc
+    if len(statements) != 1:
+        raise LockdownError(f"exactly one SQL statement per call is allowed; got {len(statements)}")
+    tree = statements[0]
+    if (isinstance(tree, exp.Command) and str(tree.this).upper() == "EXPLAIN") or isinstance(
+        tree, exp.Describe
+    ):
+        raise UsageError(
+            "EXPLAIN shows one node's plan; for the plan over the mesh use `shoal explain`"
+            " or POST /api/v1/explain"
+        )
+    if not isinstance(tree, exp.Query):
+        kind = type(tree).__name__.upper()
+        raise LockdownError(f"{kind} statements are not allowed; only one read-only SELECT")
+    for node in tree.walk():
+        if isinstance(node, exp.Insert | exp.Update | exp.Delete | exp.Create | exp.Drop):
+            raise LockdownError("only read-only queries are allowed")
+    return tree
+
+
+def _scopes(tree: exp.Expr) -> list[Scope]:
+    try:
+        return list(traverse_scope(tree))
+    except (SqlglotError, RecursionError) as exc:
+        raise UsageError(f"SQL error: cannot resolve the query's tables: {exc}") from exc
+
+
+# -- names ------------------------------------------------------------------------------
+class _Catalog:
+    def __init__(self, tables: Sequence[TableRef]) -> None:
+        self.by_name: dict[str, list[TableRef]] = {}
+        self.by_owner: dict[tuple[str, str], TableRef] = {}
+        for table in sorted(tables, key=lambda t: (t.product, t.owner)):
+            self.by_name.setdefault(table.product.lower(), []).append(table)
+            self.by_owner[table.owner.lower(), table.product.lower()] = table
+
+    def resolve(self, table: exp.Table, alias: str) -> _Occurrence:
+        if table.catalog:
+            raise NotFoundError(
+                f"no product {table.sql(dialect=_DIALECT)}: products are NODE.PRODUCT or PRODUCT"
+            )
+        product = table.name.lower()
+        owner = table.db.lower()
+        if owner:
+            found = self.by_owner.get((owner, product))
+            if found is None:
+                raise self._not_found(f"{owner}.{product}")
+            return _Occurrence(table, alias or table.name, [found], qualified=True)
+        refs = self.by_name.get(product)
+        if not refs:
+            raise self._not_found(product)
+        _check_compatible(product, refs)
+        return _Occurrence(table, alias or table.name, refs, qualified=False)
+
+    def _not_found(self, name: str) -> NotFoundError:
+        known = sorted(set(self.by_name) | {f"{o}.{p}" for o, p in self.by_owner})
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = (
+            f"did you mean {', '.join(close)}?" if close else "`shoal products --mesh` lists them"
+        )
+        return NotFoundError(f"no product '{name}' in the mesh", hint=hint)
+
+
+def _check_compatible(product: str, refs: list[TableRef]) -> None:
+    """Products unioned under one name must agree on each shared column's type."""
+    seen: dict[str, tuple[pa.DataType, str]] = {}
+    for ref in refs:
+        for field in ref.schema:
+            name = field.name.lower()
+            if name == NODE_COLUMN:
+                raise UsageError(f"{ref.name} has a column named {NODE_COLUMN}, which Shoal adds")
+            if name in seen and seen[name][0] != field.type:
+                other_type, other = seen[name]
+                raise UsageError(
+                    f"'{product}' cannot be unioned: column {field.name} is {other_type} in "
+                    f"{other} but {field.type} in {ref.name}",
+                    hint=f"name one product ({other} or {ref.name}) or align the contracts",
+                )
+            seen.setdefault(name, (field.type, ref.name))
+
+
+def _names_used(tree: exp.Expr) -> tuple[set[str], bool]:
+    """Every identifier the statement names, and whether it may need every column."""
+    names: set[str] = set()
+    everything = False
+    for node in tree.walk():
+        if isinstance(node, exp.Identifier):
+            names.add(node.name.lower())
+        elif (
+            (isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count))
+            or isinstance(node, exp.Columns)
+            or (isinstance(node, exp.Join) and node.args.get("kind", "").upper() == "NATURAL")
+            or (isinstance(node, exp.Anonymous) and node.name.lower() == "columns")
+        ):
+            everything = True
+    return names, everything
+
+
+def _select_aliases(select: exp.Expr) -> set[str]:
+    if not isinstance(select, exp.Select):
+        return set()
+    return {e.alias.lower() for e in select.expressions if isinstance(e, exp.Alias)}
+
+
+def _outer_joined(select: exp.Select) -> set[str]:
+    """Aliases of sources that an outer join may fill with NULLs in this SELECT."""
+    source = select.args.get("from")
+    seen: list[str] = [source.this.alias_or_name] if source is not None else []
+    nullable: set[str] = set()
+    for join in select.args.get("joins") or []:
+        name = join.this.alias_or_name
+        side = (join.side or "").upper()
+        if side in ("LEFT", "FULL"):
+            nullable.add(name)
+        if side in ("RIGHT", "FULL"):
+            nullable.update(seen)
+        seen.append(name)
+    return nullable
+
+
+# -- the split ----------------------------------------------------------------------------
+def _pushable_conjuncts(
+    where: exp.Expr | None, alias: str, only_source: bool, select_aliases: set[str]
+) -> list[exp.Expr]:
+    """WHERE conjuncts that may run at the node holding `alias`."""
+    if where is None:
+        return []
+    pushable = []
+    for conjunct in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
+        if not all(isinstance(node, _PUSHABLE) for node in conjunct.walk()):
+            continue
+        if isinstance(conjunct, exp.In) and conjunct.args.get("query") is not None:
+            continue
+        columns = list(conjunct.find_all(exp.Column))
+        if not columns:
+            continue
+        if any(c.args.get("db") or c.args.get("catalog") for c in columns):
+            continue
+        if all(_belongs(c, alias, only_source, select_aliases) for c in columns):
+            pushable.append(conjunct)
+    return pushable
+
+
+def _belongs(column: exp.Column, alias: str, only_source: bool, select_aliases: set[str]) -> bool:
+    if column.name.lower() == NODE_COLUMN:
+        return False
+    if column.table:
+        return column.table.lower() == alias.lower()
+    # An unqualified name is this table's only when it is the SELECT's one source, and not
+    # a select-list alias (DuckDB lets WHERE use those).
+    return only_source and column.name.lower() not in select_aliases
+
+
+def _push_down(
+    occurrence: _Occurrence,
+    filters: list[exp.Expr],
+    names_used: set[str],
+    wants_everything: bool,
+    first_id: int,
+) -> tuple[exp.Expr, list[Fragment]]:
+    """The fragments for one occurrence and what replaces it in the coordinator's SQL."""
+    columns = _union_columns(occurrence.refs)
+    needed = [
+        (name, dtype) for name, dtype in columns if wants_everything or name.lower() in names_used
+    ]
+    fragments = []
+    for index, ref in enumerate(occurrence.refs):
+        own = {f.name.lower() for f in ref.schema}
+        fetch = [name for name, _ in needed if name.lower() in own]
+        usable = [f for f in filters if _reads_only(f, own)]
+        fragments.append(_fragment(f"__shoal_f{first_id + index}", ref, fetch, usable))
+    if occurrence.qualified:
+        fragment = fragments[0]
+        replacement: exp.Expr = exp.Table(
+            this=exp.to_identifier(fragment.id, quoted=True),
+            alias=exp.TableAlias(this=exp.to_identifier(occurrence.alias, quoted=True)),
+        )
+        return replacement, fragments
+    parts = []
+    for fragment, ref in zip(fragments, occurrence.refs, strict=True):
+        have = {c.lower() for c in fragment.columns}
+        select = [
+            _quoted(name)
+            if name.lower() in have
+            else f"CAST(NULL AS {_duck_type(dtype)}) AS {_quoted(name)}"
+            for name, dtype in needed
+        ]
+        select.append(f"{_literal(ref.owner)} AS {_quoted(NODE_COLUMN)}")
+        parts.append(f"SELECT {', '.join(select)} FROM {_quoted(fragment.id)}")
+    union = sqlglot.parse_one(" UNION ALL ".join(parts), read=_DIALECT)
+    replacement = exp.Subquery(
+        this=union, alias=exp.TableAlias(this=exp.to_identifier(occurrence.alias, quoted=True))
+    )
+    return replacement, fragments
+
+
+def _fragment(
+    fragment_id: str, ref: TableRef, columns: list[str], filters: list[exp.Expr]
+) -> Fragment:
+    """A single-product SELECT with the given columns and filters, as DuckDB SQL."""
+    select_list = ", ".join(_quoted(c) for c in columns) or f"1 AS {_quoted(_ROW_MARKER)}"
+    sql = f"SELECT {select_list} FROM {_quoted(ref.owner)}.{_quoted(ref.product)}"
+    texts = [_unqualified(f).sql(dialect=_DIALECT, identify=True) for f in filters]
+    if texts:
+        sql += " WHERE " + " AND ".join(f"({t})" for t in texts)
+    holders = ref.holders or (ref.owner,)
+    return Fragment(
+        id=fragment_id,
+        owner=ref.owner,
+        product=ref.product,
+        holders=tuple(holders),
+        sql=sql,
+        columns=tuple(columns) if columns else (),
+        filters=tuple(texts),
+    )
+
+
+def _union_columns(refs: list[TableRef]) -> list[tuple[str, pa.DataType]]:
+    """Columns of the products under one name, in order of first appearance."""
+    seen: dict[str, tuple[str, pa.DataType]] = {}
+    for ref in refs:
+        for field in ref.schema:
+            seen.setdefault(field.name.lower(), (field.name, field.type))
+    return list(seen.values())
+
+
+def _reads_only(expression: exp.Expr, columns: set[str]) -> bool:
+    return all(c.name.lower() in columns for c in expression.find_all(exp.Column))
+
+
+def _unqualified(expression: exp.Expr) -> exp.Expr:
+    """A copy with table qualifiers removed (the fragment reads one table)."""
+    copy = expression.copy()
+    for column in copy.find_all(exp.Column):
+        column.set("table", None)
+    return copy
+
+
+@functools.lru_cache(maxsize=256)
+def _duck_type(dtype: pa.DataType) -> str:
+    """The DuckDB type of an Arrow type, for the NULL columns of a union."""
+    with trusted_connection() as con:
+        relation = con.from_arrow(pa.table({"c": pa.array([], type=dtype)}))
+        return str(relation.types[0])
+
+
+def _quoted(name: str) -> str:
+    return quote_identifier(name)
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,84 @@
+"""Comparing two query results row by row, the way SQL defines "the same answer".
+
+Used by `shoal demo --check` to prove that the mesh's answers equal answers computed over
+the generated data in one place, and by the differential tests. Rows are compared as
+multisets unless the query fixes an order; floats match to a relative tolerance because a
+sum computed in a different order differs in its last bits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = ["first_difference"]
+
+
+def first_difference(
+    expected: pa.Table, actual: pa.Table, *, ordered: bool = False, rel_tol: float = 1e-9
+) -> str | None:
+    """Describe the first way `actual` differs from `expected`, or None if they agree.
+
+    Column names must match in order; values are compared with floats to `rel_tol`. With
+    `ordered`, rows must come in the same order; otherwise as multisets.
+    """
+    if expected.column_names != actual.column_names:
+        return f"columns differ: expected {expected.column_names}, got {actual.column_names}"
+    if expected.num_rows != actual.num_rows:
+        return f"row counts differ: expected {expected.num_rows}, got {actual.num_rows}"
+    want = [tuple(row.values()) for row in expected.to_pylist()]
+    got = [tuple(row.values()) for row in actual.to_pylist()]
+    if not ordered:
+        if _has_float(want) or _has_float(got):
+            want.sort(key=_sort_key)
+            got.sort(key=_sort_key)
+        else:
+            missing = Counter(want) - Counter(got)
+            if missing:
+                row = next(iter(missing))
+                return f"expected row {row!r} is missing from the result"
+            return None
+    for index, (w, g) in enumerate(zip(want, got, strict=True)):
+        if not _rows_equal(w, g, rel_tol):
+            return f"row {index} differs: expected {w!r}, got {g!r}"
+    return None
+
+
+def _has_float(rows: list[tuple[Any, ...]]) -> bool:
+    return any(isinstance(value, float) for row in rows[:1] for value in row)
+
+
+def _sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Order rows of mixed values and NULLs; floats are rounded so near-equal rows pair up."""
+    key: list[Any] = []
+    for value in row:
+        if value is None:
+            key.append((0, ""))
+        elif isinstance(value, float):
+            key.append((1, float(f"{value:.9g}") if math.isfinite(value) else str(value)))
+        elif isinstance(value, int | bool):
+            key.append((1, value))
+        else:
+            key.append((2, str(value)))
+    return tuple(key)
+
+
+def _rows_equal(want: tuple[Any, ...], got: tuple[Any, ...], rel_tol: float) -> bool:
+    return len(want) == len(got) and all(
+        _equal(w, g, rel_tol) for w, g in zip(want, got, strict=True)
+    )
+
+
+def _equal(want: Any, got: Any, rel_tol: float) -> bool:
+    if isinstance(want, float) and isinstance(got, float | int):
+        if math.isnan(want):
+            return math.isnan(got)
+        return math.isclose(want, got, rel_tol=rel_tol, abs_tol=1e-12)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(want) == len(got) and all(
+            _equal(w, g, rel_tol) for w, g in zip(want, got, strict=True)
+        )
+    return bool(want == got)

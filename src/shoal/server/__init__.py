@@ -1,0 +1,1 @@
+"""The servers: HTTP control plane, Arrow Flight data plane, mesh sync (see docs/mesh.md)."""

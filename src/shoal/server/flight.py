@@ -1,0 +1,136 @@
+"""The data plane: an Arrow Flight server whose `DoGet` answers SQL.
+
+Two kinds of ticket:
+
+* a **query** — the ticket is the SQL text itself, or JSON `{"sql": "..."}` — runs as a
+  federated query with this node as coordinator (what clients and BI tools send);
+* a **fragment** — JSON `{"fragment": {"owner", "product", "sql"}}` — is one node's part of
+  a federated query, sent by a coordinator. It must carry the coordinator's signed request
+  token; the node runs it over its own product in the locked-down engine.
+
+Errors travel as Flight errors whose `extra_info` is the ShoalError's JSON, so the caller
+raises the same error class with the same message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from shoal.errors import NotFoundError, RefusedError, ShoalError, TokenError, UsageError
+from shoal.mesh.peers import FRAGMENT_PATH
+from shoal.mesh.tokens import read_request_token, request_caller
+from shoal.mesh.wire import AUTH_SCHEME, error_to_bytes
+from shoal.node import Node
+from shoal.server.metrics import Metrics
+
+__all__ = ["ShoalFlightServer"]
+
+log = logging.getLogger("shoal.flight")
+
+MAX_TICKET_BYTES = 1024 * 1024
+
+
+class _Caller(flight.ServerMiddleware):  # type: ignore[misc]
+    def __init__(self, authorization: str) -> None:
+        self.authorization = authorization
+
+
+class _CallerFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    """Keeps the call's authorization header for the handler to check."""
+
+    def start_call(self, info: Any, headers: dict[str, list[str]]) -> _Caller:
+        values = headers.get("authorization") or [""]
+        return _Caller(str(values[0]))
+
+
+class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
+    def __init__(self, node: Node, location: str, metrics: Metrics | None = None) -> None:
+        super().__init__(location, middleware={"caller": _CallerFactory()})
+        self.node = node
+        self.metrics = metrics
+
+    def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
+        try:
+            reader = self._answer(context, ticket.ticket)
+        except ShoalError as exc:
+            raise _flight_error(exc) from exc
+        except Exception as exc:
+            log.exception("unexpected error in DoGet")
+            raise _flight_error(ShoalError(f"internal error: {type(exc).__name__}: {exc}")) from exc
+        return flight.RecordBatchStream(reader)
+
+    def _answer(self, context: Any, raw: bytes) -> pa.RecordBatchReader:
+        if len(raw) > MAX_TICKET_BYTES:
+            raise UsageError("the ticket is larger than 1 MiB")
+        request = _parse_ticket(raw)
+        if "fragment" not in request:
+            return self.node.query(request["sql"])
+        fragment = request["fragment"]
+        self._check_caller(context, raw)
+        try:
+            reader = self.node.serve_fragment(
+                fragment["owner"], fragment["product"], fragment["sql"]
+            )
+        except ShoalError:
+            if self.metrics is not None:
+                self.metrics.fragments.labels("error").inc()
+            raise
+        if self.metrics is not None:
+            self.metrics.fragments.labels("ok").inc()
+        return reader
+
+    def _check_caller(self, context: Any, ticket: bytes) -> str:
+        caller_info = context.get_middleware("caller")
+        header = caller_info.authorization if caller_info is not None else ""
+        scheme, _, token = header.partition(" ")
+        if scheme != AUTH_SCHEME or not token:
+            raise TokenError("a query fragment must carry its coordinator's signed request")
+        caller = request_caller(token)
+        member = self.node.membership.members().get(caller)
+        if member is None:
+            raise TokenError(f"'{caller}' is not a member of this mesh")
+        read_request_token(
+            token,
+            member.public_key,
+            audience=self.node.name,
+            method="DOGET",
+            path=FRAGMENT_PATH,
+            body=ticket,
+        )
+        return caller
+
+
+def _parse_ticket(raw: bytes) -> dict[str, Any]:
+    """A query or fragment request from a ticket; UsageError if it is neither."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError("the ticket is not UTF-8 text") from exc
+    if not text.lstrip().startswith("{"):
+        return {"sql": text}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"the ticket is not valid JSON: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("sql"), str):
+        return {"sql": data["sql"]}
+    fragment = data.get("fragment") if isinstance(data, dict) else None
+    if isinstance(fragment, dict) and all(
+        isinstance(fragment.get(k), str) for k in ("owner", "product", "sql")
+    ):
+        return {"fragment": fragment}
+    raise UsageError('a ticket is SQL text, {"sql": ...} or a fragment from a coordinator')
+
+
+def _flight_error(error: ShoalError) -> flight.FlightError:
+    extra = error_to_bytes(error)
+    if isinstance(error, RefusedError):
+        return flight.FlightUnauthorizedError(error.message, extra_info=extra)
+    if isinstance(error, NotFoundError | UsageError):
+        return flight.FlightServerError(error.message, extra_info=extra)
+    return flight.FlightServerError(error.message, extra_info=extra)

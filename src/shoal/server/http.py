@@ -1,0 +1,379 @@
+"""The control plane: a FastAPI app under `/api/v1`, with `/health` and `/metrics`.
+
+Every failure answers with a JSON body `{"error", "message", "hint"}` and the status of its
+`ShoalError` class; a malformed or oversized request gets a 4xx, never a 5xx or a hang.
+Blocking work (SQL, publishing, file I/O) runs in worker threads so the event loop keeps
+answering pings while a query runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shoal.errors import ShoalError, TokenError, UsageError
+from shoal.mesh.catalog import CatalogEntry
+from shoal.mesh.invites import Invites
+from shoal.mesh.tokens import read_request_token, request_caller
+from shoal.mesh.wire import AUTH_SCHEME
+from shoal.node import Node
+from shoal.products import Mode
+from shoal.server.limits import BodyLimit
+from shoal.server.metrics import Metrics
+
+__all__ = ["ARROW_STREAM", "create_app"]
+
+log = logging.getLogger("shoal.server")
+
+__version__ = version("shoal")
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+MAX_JSON_BODY = 16 * 1024 * 1024
+MAX_SQL_CHARS = 1024 * 1024
+MAX_JSON_ROWS = 100_000
+
+
+class QueryRequest(BaseModel):
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS, description="One read-only SELECT")
+
+
+class JoinRequest(BaseModel):
+    token: str = Field(min_length=1, max_length=8192)
+    public_key: str = Field(min_length=1, max_length=128, description="raw Ed25519, base64")
+
+
+class Gossip(BaseModel):
+    members: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    entries: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
+
+
+def create_app(
+    node: Node, metrics: Metrics, *, on_gossip: Callable[[], None] | None = None
+) -> FastAPI:
+    """Build the app for `node`; `on_gossip` is told when peers sent news (to wake sync)."""
+    app = FastAPI(
+        title=f"Shoal node {node.name}",
+        version=__version__,
+        description="Control plane of one Shoal node: catalog, membership and SQL.",
+    )
+    upload_limit = node.home.settings.max_upload_mb * 1024 * 1024
+    app.add_middleware(
+        BodyLimit,
+        limit_for=lambda path: upload_limit if path.endswith("/versions") else MAX_JSON_BODY,
+    )
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    # -- health and metrics -------------------------------------------------------------
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "node": node.name, "time": time.time()}
+
+    @app.get("/metrics", tags=["operations"])
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- the node and the mesh ----------------------------------------------------------
+    @app.get("/api/v1/node", tags=["mesh"])
+    def about() -> dict[str, Any]:
+        me = node.membership.member(node.name) if node.membership.joined() else None
+        return {
+            "name": node.name,
+            "region": node.home.settings.region,
+            "hub": node.membership.hub if me else None,
+            "http": me.http if me else "",
+            "flight": me.flight if me else "",
+            "version": __version__,
+        }
+
+    @app.get("/api/v1/nodes", tags=["mesh"])
+    def nodes() -> list[dict[str, Any]]:
+        return node_table(node)
+
+    @app.post("/api/v1/mesh/join", tags=["mesh"])
+    def join(request: JoinRequest) -> dict[str, Any]:
+        try:
+            public_key = base64.b64decode(request.public_key, validate=True)
+        except binascii.Error as exc:
+            raise UsageError("public_key must be base64") from exc
+        admission = Invites(node.home, node.membership).redeem(request.token, public_key)
+        if on_gossip is not None:
+            on_gossip()
+        return {
+            "hub": admission.hub,
+            "hub_key": base64.b64encode(admission.hub_key).decode(),
+            "certificate": admission.certificate.token,
+            "members": admission.members,
+        }
+
+    @app.get("/api/v1/mesh/catalog", tags=["mesh"])
+    def catalog(
+        since: int = Query(0, ge=0), epoch: str = Query("", max_length=64)
+    ) -> dict[str, Any]:
+        node.membership.members()  # fails clearly when this node is in no mesh
+        current_epoch, counter, entries = node.catalog.changes_since(since, epoch)
+        return {
+            "epoch": current_epoch,
+            "counter": counter,
+            "entries": [e.model_dump() for e in entries],
+            "members": node.membership.records(),
+        }
+
+    @app.post("/api/v1/mesh/gossip", tags=["mesh"])
+    async def gossip(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        caller = verify_caller(node, request, body, required=True)
+        try:
+            news = Gossip.model_validate_json(body)
+        except ValueError as exc:
+            raise UsageError(f"malformed gossip from {caller}: {_first_line(exc)}") from exc
+        members = await run_in_threadpool(node.membership.merge, news.members)
+        entries = await run_in_threadpool(node.catalog.merge, news.entries)
+        if (members or entries) and on_gossip is not None:
+            on_gossip()
+        return {"members": len(members), "entries": len(entries)}
+
+    # -- products -----------------------------------------------------------------------
+    @app.get("/api/v1/products", tags=["products"])
+    def products(mesh: bool = True) -> list[dict[str, Any]]:
+        entries = node.mesh_products()
+        if not mesh:
+            entries = [e for e in entries if e.owner == node.name]
+        return [product_summary(e) for e in entries]
+
+    @app.get("/api/v1/products/{name}", tags=["products"])
+    def describe(name: str) -> list[dict[str, Any]]:
+        return [product_detail(e) for e in node.find_products(name)]
+
+    @app.post("/api/v1/products/{name}/versions", tags=["products"])
+    async def publish(
+        name: str, request: Request, mode: Mode = Mode.APPEND, key: str = ""
+    ) -> dict[str, Any]:
+        if request.headers.get("content-type", "").split(";")[0].strip() != ARROW_STREAM:
+            raise UsageError(f"send the data as an Arrow IPC stream ({ARROW_STREAM})")
+        body = await request.body()
+        keys = [k for k in key.split(",") if k]
+        result = await run_in_threadpool(_publish_arrow, node, name, body, mode, keys)
+        return dict(result)
+
+    # -- SQL ----------------------------------------------------------------------------
+    @app.post("/api/v1/query", tags=["sql"])
+    async def query(
+        request: QueryRequest, format: str = Query("arrow", pattern="^(arrow|json)$")
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            if format == "json":
+                reader = await run_in_threadpool(node.query, request.sql)
+                table = await run_in_threadpool(_read_limited, reader, MAX_JSON_ROWS)
+                payload = json.dumps(
+                    {
+                        "columns": table.column_names,
+                        "rows": [list(r.values()) for r in table.to_pylist()],
+                    },
+                    default=str,
+                )
+                response: Any = Response(payload, media_type="application/json")
+            else:
+                first, reader = await run_in_threadpool(_start, node, request.sql)
+                response = StreamingResponse(_ipc_chunks(first, reader), media_type=ARROW_STREAM)
+        except ShoalError:
+            metrics.queries.labels("error").inc()
+            raise
+        metrics.queries.labels("ok").inc()
+        metrics.query_seconds.observe(time.perf_counter() - started)
+        return response
+
+    @app.post("/api/v1/explain", tags=["sql"])
+    def explain(request: QueryRequest) -> dict[str, Any]:
+        plan = node.plan(request.sql)
+        return {"plan": plan.to_dict(), "text": plan.explain()}
+
+    return app
+
+
+# -- helpers shared with the CLI's offline views -------------------------------------------
+def node_table(node: Node) -> list[dict[str, Any]]:
+    """Members with region, endpoints, state, last contact and products held."""
+    held: dict[str, int] = {}
+    for entry in node.mesh_products():
+        for holder in entry.holders:
+            held[holder] = held.get(holder, 0) + 1
+    rows = []
+    for name, member in sorted(node.membership.members().items()):
+        if name == node.name:
+            state, last_seen = "self", time.time()
+        elif node.health is None:
+            state, last_seen = "unknown", None
+        else:
+            status = node.health.status(name)
+            state, last_seen = status.state.value, status.last_seen
+        rows.append(
+            member.summary()
+            | {"state": state, "last_seen": last_seen, "products": held.get(name, 0)}
+        )
+    return rows
+
+
+def product_summary(entry: CatalogEntry) -> dict[str, Any]:
+    return {
+        "name": entry.key,
+        "owner": entry.owner,
+        "product": entry.product,
+        "version": entry.version,
+        "rows": entry.rows,
+        "size_bytes": entry.size_bytes,
+        "last_publish": entry.last_publish,
+        "contract_version": entry.contract_version,
+        "holders": entry.holders,
+    }
+
+
+def product_detail(entry: CatalogEntry) -> dict[str, Any]:
+    return product_summary(entry) | {
+        "columns": entry.columns(),
+        "contract": entry.contract,
+        "checkpoint": entry.checkpoint,
+    }
+
+
+def verify_caller(node: Node, request: Request, body: bytes, *, required: bool) -> str | None:
+    """The member that signed this request; TokenError if the signature is bad."""
+    header = request.headers.get("authorization", "")
+    if not header:
+        if required:
+            raise TokenError("this endpoint is for nodes of the mesh: sign the request")
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme != AUTH_SCHEME:
+        raise TokenError(f"unknown authorization scheme {scheme!r}; want {AUTH_SCHEME}")
+    caller = request_caller(token)
+    member = node.membership.members().get(caller)
+    if member is None:
+        raise TokenError(f"'{caller}' is not a member of this mesh")
+    read_request_token(
+        token,
+        member.public_key,
+        audience=node.name,
+        method=request.method,
+        path=request.url.path,
+        body=body,
+    )
+    return caller
+
+
+def _publish_arrow(
+    node: Node, name: str, body: bytes, mode: Mode, keys: list[str]
+) -> dict[str, Any]:
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UsageError(f"the body is not a valid Arrow IPC stream: {exc}") from exc
+    node.home.tmp_dir.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=node.home.tmp_dir) as scratch:
+        path = Path(scratch) / "upload.parquet"
+        pq.write_table(table, path)
+        return node.publish(name, str(path), mode=mode, key=keys or None).to_dict()
+
+
+def _read_limited(reader: pa.RecordBatchReader, limit: int) -> pa.Table:
+    batches, rows = [], 0
+    for batch in reader:
+        rows += batch.num_rows
+        if rows > limit:
+            raise UsageError(
+                f"the result has more than {limit} rows, too many for JSON",
+                hint="ask for the Arrow stream (the default format) or add a LIMIT",
+            )
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def _ipc_chunks(first: pa.RecordBatch | None, reader: pa.RecordBatchReader) -> Iterator[bytes]:
+    """The Arrow IPC stream, one chunk per batch (the first batch was read to catch errors)."""
+    buffer = io.BytesIO()
+    with pa.ipc.new_stream(buffer, reader.schema) as writer:
+        if first is not None:
+            writer.write_batch(first)
+            yield _drain(buffer)
+        for batch in reader:
+            writer.write_batch(batch)
+            yield _drain(buffer)
+    yield _drain(buffer)
+
+
+def _drain(buffer: io.BytesIO) -> bytes:
+    data = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return data
+
+
+def _start(node: Node, sql: str) -> tuple[pa.RecordBatch | None, pa.RecordBatchReader]:
+    """Run the query up to its first batch, so errors become a proper answer, not a cut."""
+    reader = node.query(sql)
+    try:
+        first = reader.read_next_batch()
+    except StopIteration:
+        first = None
+    return first, reader
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n")[0]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ShoalError)
+    async def shoal_error(_: Request, exc: ShoalError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0].get("loc", ())) if errors else "request"
+        message = errors[0].get("msg", "invalid request") if errors else "invalid request"
+        return JSONResponse(
+            {"error": "UsageError", "message": f"{where}: {message}"}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "NotFoundError" if exc.status_code == 404 else "UsageError"
+        return JSONResponse(
+            {"error": kind, "message": str(exc.detail)}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error while answering a request")
+        return JSONResponse(
+            {"error": "ShoalError", "message": f"internal error: {type(exc).__name__}: {exc}"},
+            status_code=500,
+        )
