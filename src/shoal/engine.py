@@ -13,7 +13,8 @@ Two kinds:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -107,27 +108,23 @@ class LockedSession:
 
     def run(self, sql: str) -> pa.RecordBatchReader:
         """Run one read-only statement and stream its result as Arrow batches."""
+        with _sql_errors():
+            relation = self._relation(sql)
+            return relation.to_arrow_reader(65_536)
+
+    def columns(self, sql: str) -> list[str]:
+        """Bind one read-only statement without running it; give its column names."""
+        with _sql_errors():
+            return list(self._relation(sql).columns)
+
+    def _relation(self, sql: str) -> Any:
         if not self._locked:
             self.lock()
         statement = self._gate(sql)
-        try:
-            relation = self._con.sql(statement)
-            if relation is None:
-                raise LockdownError("only statements that return rows are allowed")
-            return relation.to_arrow_reader(65_536)
-        except duckdb.PermissionException as exc:
-            raise LockdownError(f"refused by the SQL sandbox: {_duck_message(exc)}") from exc
-        except duckdb.CatalogException as exc:
-            raise NotFoundError(_duck_message(exc)) from exc
-        except (duckdb.ParserException, duckdb.BinderException) as exc:
-            raise UsageError(f"SQL error: {_duck_message(exc)}") from exc
-        except duckdb.OutOfMemoryException as exc:
-            raise ShoalError(
-                f"the query needs more memory than allowed: {_duck_message(exc)}",
-                hint="raise sql_memory_limit in settings.yaml or make the query smaller",
-            ) from exc
-        except duckdb.Error as exc:
-            raise UsageError(f"SQL error: {_duck_message(exc)}") from exc
+        relation = self._con.sql(statement)
+        if relation is None:
+            raise LockdownError("only statements that return rows are allowed")
+        return relation
 
     def close(self) -> None:
         self._con.close()
@@ -156,6 +153,26 @@ class LockedSession:
                 f"{kind} statements are not allowed; only one read-only SELECT per call"
             )
         return str(statement.query)
+
+
+@contextmanager
+def _sql_errors() -> Iterator[None]:
+    """DuckDB's errors as Shoal's, with DuckDB's own message."""
+    try:
+        yield
+    except duckdb.PermissionException as exc:
+        raise LockdownError(f"refused by the SQL sandbox: {_duck_message(exc)}") from exc
+    except duckdb.CatalogException as exc:
+        raise NotFoundError(_duck_message(exc)) from exc
+    except (duckdb.ParserException, duckdb.BinderException) as exc:
+        raise UsageError(f"SQL error: {_duck_message(exc)}") from exc
+    except duckdb.OutOfMemoryException as exc:
+        raise ShoalError(
+            f"the query needs more memory than allowed: {_duck_message(exc)}",
+            hint="raise sql_memory_limit in settings.yaml or make the query smaller",
+        ) from exc
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {_duck_message(exc)}") from exc
 
 
 def _duck_message(exc: Exception) -> str:

@@ -29,8 +29,8 @@ def first_difference(
         return f"columns differ: expected {expected.column_names}, got {actual.column_names}"
     if expected.num_rows != actual.num_rows:
         return f"row counts differ: expected {expected.num_rows}, got {actual.num_rows}"
-    want = [tuple(row.values()) for row in expected.to_pylist()]
-    got = [tuple(row.values()) for row in actual.to_pylist()]
+    want = [_hashable(tuple(row.values())) for row in expected.to_pylist()]
+    got = [_hashable(tuple(row.values())) for row in actual.to_pylist()]
     if not ordered:
         if _has_float(want) or _has_float(got):
             want.sort(key=_sort_key)
@@ -45,6 +45,15 @@ def first_difference(
         if not _rows_equal(w, g, rel_tol):
             return f"row {index} differs: expected {w!r}, got {g!r}"
     return None
+
+
+def _hashable(value: Any) -> Any:
+    """Lists and structs as tuples, so rows can be counted as multisets."""
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in value.items())
+    return value
 
 
 def _has_float(rows: list[tuple[Any, ...]]) -> bool:
@@ -77,7 +86,7 @@ def _equal(want: Any, got: Any, rel_tol: float) -> bool:
         if math.isnan(want):
             return math.isnan(got)
         return math.isclose(want, got, rel_tol=rel_tol, abs_tol=1e-12)
-    if isinstance(want, list) and isinstance(got, list):
+    if isinstance(want, tuple) and isinstance(got, tuple):
         return len(want) == len(got) and all(
             _equal(w, g, rel_tol) for w, g in zip(want, got, strict=True)
         )

@@ -42,7 +42,19 @@ def execute_plan(
     session = LockedSession(memory_limit=memory_limit, threads=threads)
     session.expose({("main", fid): table for fid, table in results.items()}, aliases=False)
     session.lock()
-    return session.run(plan.final_sql)
+    return _renamed(session.run(plan.final_sql), plan.columns)
+
+
+def _renamed(reader: pa.RecordBatchReader, names: tuple[str, ...]) -> pa.RecordBatchReader:
+    """The result under the column names of the statement as the user wrote it."""
+    if not names or list(names) == reader.schema.names or len(names) != len(reader.schema):
+        return reader
+    schema = pa.schema(
+        [field.with_name(name) for field, name in zip(reader.schema, names, strict=True)],
+        metadata=reader.schema.metadata,
+    )
+    batches = (batch.rename_columns(list(names)) for batch in reader)
+    return pa.RecordBatchReader.from_batches(schema, batches)
 
 
 def _fetch(run_fragment: FragmentRunner, fragment: Fragment) -> pa.Table:

@@ -61,6 +61,7 @@ class QueryPlan:
     fragments: tuple[Fragment, ...]
     final_sql: str
     notes: tuple[str, ...] = field(default=())  # why something was not pushed down
+    columns: tuple[str, ...] = field(default=())  # the result's names, as written
 
     def to_dict(self) -> dict[str, Any]:
         return {

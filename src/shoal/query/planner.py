@@ -37,7 +37,12 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from shoal.engine import quote_identifier, read_only_statement, trusted_connection
+from shoal.engine import (
+    LockedSession,
+    quote_identifier,
+    read_only_statement,
+    trusted_connection,
+)
 from shoal.errors import LockdownError, NotFoundError, UsageError
 from shoal.query.plan import Fragment, QueryPlan, TableRef
 
@@ -124,7 +129,9 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
         select = scope.expression
         outer = _outer_joined(select) if isinstance(select, exp.Select) else set()
         aliases = _select_aliases(select)
-        for alias, (_, source) in scope.selected_sources.items():
+        # `sources`, not `selected_sources`: the right side of a SEMI or ANTI join is a
+        # source whose columns the SELECT cannot see.
+        for alias, source in scope.sources.items():
             if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
                 continue  # a CTE, a subquery or a table function: not a product
             occurrence = catalog.resolve(source, alias)
@@ -132,8 +139,9 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             occurrences.append(occurrence)
             nullable[key] = alias in outer
             where_of[key] = select.args.get("where") if isinstance(select, exp.Select) else None
-            sources_of[key] = len(scope.selected_sources)
+            sources_of[key] = len(scope.sources)
             select_aliases[key] = aliases
+    columns = _output_columns(sql, occurrences)
     names_used, wants_everything = _names_used(tree)
     fragments: list[Fragment] = []
     notes: list[str] = []
@@ -155,7 +163,7 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
         fragments += made
         occurrence.table.replace(replacement)
     final_sql = tree.sql(dialect=_DIALECT, identify=True)
-    return QueryPlan(sql, tuple(fragments), final_sql, tuple(notes))
+    return QueryPlan(sql, tuple(fragments), final_sql, tuple(notes), tuple(columns))
 
 
 # -- parsing and the gate -----------------------------------------------------------------
@@ -277,7 +285,7 @@ def _select_aliases(select: exp.Expr) -> set[str]:
 
 def _outer_joined(select: exp.Select) -> set[str]:
     """Aliases of sources that an outer join may fill with NULLs in this SELECT."""
-    source = select.args.get("from")
+    source = select.args.get("from_") or select.args.get("from")  # renamed in sqlglot 30
     seen: list[str] = [source.this.alias_or_name] if source is not None else []
     nullable: set[str] = set()
     for join in select.args.get("joins") or []:
@@ -289,6 +297,29 @@ def _outer_joined(select: exp.Select) -> set[str]:
             nullable.update(seen)
         seen.append(name)
     return nullable
+
+
+def _output_columns(sql: str, occurrences: list[_Occurrence]) -> list[str]:
+    """The result's column names as DuckDB names them for the statement as written.
+
+    The coordinator runs a rewritten statement, and DuckDB names an unaliased expression
+    by its text, so the names are taken by binding the original (never running it) over
+    empty tables of the right shapes, in a locked-down session. Binding also reports
+    mistakes (an unknown column, a wrong type) before any node is asked.
+    """
+    shapes: dict[tuple[str, str], pa.Table] = {}
+    for occurrence in occurrences:
+        if occurrence.qualified:
+            ref = occurrence.refs[0]
+            shapes[ref.owner, ref.product] = ref.schema.empty_table()
+        else:
+            fields = [pa.field(n, t) for n, t in _union_columns(occurrence.refs)]
+            fields.append(pa.field(NODE_COLUMN, pa.string()))
+            shapes["main", occurrence.refs[0].product] = pa.schema(fields).empty_table()
+    with LockedSession(memory_limit="256MB", threads=1) as session:
+        session.expose(shapes, aliases=False)
+        session.lock()
+        return session.columns(sql)
 
 
 # -- the split ----------------------------------------------------------------------------

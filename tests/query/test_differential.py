@@ -1,0 +1,308 @@
+"""The same data spread over four nodes and held in one DuckDB: every query shape must give
+the same rows both ways (in any order unless the query fixes one; floats to 1e-9)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.results import first_difference
+
+# (query, ordered): ordered only where the outermost ORDER BY fixes every row's place.
+QUERIES: list[tuple[str, bool]] = [
+    # projections and plain names
+    ("SELECT * FROM berlin.orders", False),
+    ("SELECT * FROM orders", False),
+    ("SELECT order_id, amount FROM munich.orders", False),
+    ("SELECT order_id, _node FROM orders", False),
+    ("SELECT note, coupon, _node FROM orders", False),
+    ("SELECT * FROM hamburg.orders", False),
+    ("SELECT count(*) FROM hamburg.orders", False),
+    ("SELECT * FROM catalogue", False),
+    ("SELECT o.* FROM berlin.orders o", False),
+    ("SELECT * EXCLUDE (note) FROM berlin.orders", False),
+    ("SELECT COLUMNS('^(order|cust)') FROM orders", False),
+    ('SELECT "order_id", "Amount" FROM "berlin"."orders"', False),
+    ("SELECT order_id AS id, amount * 2 AS double_amount FROM berlin.orders", False),
+    ("SELECT 1 AS one", False),
+    ("SELECT 42 AS answer, 'ä' AS letter FROM range(3)", False),
+    # filters of every kind
+    ("SELECT * FROM orders WHERE amount > 40", False),
+    ("SELECT * FROM orders WHERE amount >= 40 AND qty <= 2", False),
+    ("SELECT order_id FROM orders WHERE sku IN ('SKU-001', 'SKU-007')", False),
+    ("SELECT order_id FROM orders WHERE sku NOT IN ('SKU-001', 'SKU-007')", False),
+    ("SELECT order_id FROM orders WHERE amount BETWEEN 10 AND 20", False),
+    ("SELECT order_id FROM orders WHERE amount NOT BETWEEN 10 AND 70", False),
+    ("SELECT order_id FROM orders WHERE sku LIKE 'SKU-01%'", False),
+    ("SELECT order_id FROM orders WHERE note ILIKE 'zo%'", False),
+    ("SELECT order_id FROM orders WHERE note IS NULL", False),
+    ("SELECT order_id FROM orders WHERE amount IS NULL", False),
+    ("SELECT order_id FROM orders WHERE amount IS NOT NULL AND coupon IS NOT NULL", False),
+    ("SELECT order_id FROM orders WHERE ordered_at >= TIMESTAMP '2026-03-01'", False),
+    ("SELECT order_id FROM orders WHERE ordered_at < DATE '2026-02-01' + INTERVAL 3 DAY", False),
+    ("SELECT order_id FROM orders WHERE amount > 30 OR qty = 5", False),
+    ("SELECT order_id FROM orders WHERE NOT (amount > 30)", False),
+    ("SELECT order_id FROM orders WHERE lower(note) = 'zoë'", False),
+    ("SELECT order_id FROM orders WHERE coalesce(coupon, 'none') = 'none'", False),
+    ("SELECT order_id FROM orders WHERE amount * qty > 150", False),
+    ("SELECT order_id FROM orders WHERE _node = 'munich' AND amount < 5", False),
+    ("SELECT order_id FROM orders WHERE _node IN ('berlin', 'hamburg')", False),
+    ("SELECT order_id FROM orders WHERE amount > random() * 1000 - 2000", False),
+    ("SELECT order_id FROM berlin.orders WHERE note = 'O''Brien'", False),
+    ("SELECT order_id FROM berlin.orders WHERE note = '李雷'", False),
+    ("SELECT order_id FROM orders WHERE amount > (SELECT avg(amount) FROM orders)", False),
+    ("SELECT order_id FROM orders WHERE sku IN (SELECT sku FROM hq.catalogue)", False),
+    ("SELECT order_id FROM orders WHERE sku NOT IN (SELECT sku FROM catalogue)", False),
+    ("SELECT * FROM orders WHERE false", False),
+    ("SELECT count(*) AS n FROM orders WHERE coupon = 'AUTUMN'", False),
+    ("SELECT order_id, amount AS a FROM berlin.orders WHERE a > 50", False),
+    ("SELECT order_id FROM orders WHERE starts_with(sku, 'SKU-00')", False),
+    ("SELECT order_id FROM orders WHERE length(note) > 4", False),
+    ("SELECT order_id FROM orders WHERE abs(amount - 40) < 1", False),
+    ("SELECT order_id FROM orders WHERE CAST(amount AS INTEGER) = 12", False),
+    # aggregates, GROUP BY, HAVING
+    ("SELECT count(*), sum(amount), avg(amount), min(amount), max(amount) FROM orders", False),
+    ("SELECT _node, count(*) AS n, sum(amount) AS total FROM orders GROUP BY _node", False),
+    ("SELECT sku, count(*) FROM orders GROUP BY sku", False),
+    ("SELECT sku, _node, sum(qty) FROM orders GROUP BY ALL", False),
+    ("SELECT sku, sum(qty) AS units FROM orders GROUP BY sku HAVING sum(qty) > 40", False),
+    ("SELECT sku, count(*) FROM orders GROUP BY sku HAVING count(*) > 30", False),
+    ("SELECT count(DISTINCT sku), count(DISTINCT customer_id) FROM orders", False),
+    ("SELECT count(note), count(coupon), count(*) FROM orders", False),
+    ("SELECT date_trunc('month', ordered_at) AS m, sum(amount) FROM orders GROUP BY 1", False),
+    ("SELECT qty, list(order_id ORDER BY order_id) AS ids FROM munich.orders GROUP BY qty", False),
+    ("SELECT string_agg(DISTINCT sku, ',' ORDER BY sku) FROM berlin.orders", False),
+    ("SELECT sum(amount) FILTER (WHERE qty > 2) FROM orders", False),
+    ("SELECT median(amount), quantile_cont(amount, 0.9) FROM orders", False),
+    ("SELECT coupon, count(*) FROM orders GROUP BY coupon", False),
+    ("SELECT count(*) FROM hamburg.orders GROUP BY sku", False),
+    ("SELECT sum(amount) FROM hamburg.orders", False),
+    ("SELECT _node, max(ordered_at) FROM orders GROUP BY ROLLUP (_node)", False),
+    # ORDER BY, LIMIT, OFFSET, DISTINCT
+    ("SELECT order_id, amount FROM orders ORDER BY order_id LIMIT 10", True),
+    ("SELECT order_id FROM orders ORDER BY order_id DESC LIMIT 5 OFFSET 3", True),
+    ("SELECT order_id, amount FROM orders ORDER BY amount DESC NULLS LAST, order_id LIMIT 7", True),
+    ("SELECT order_id, amount FROM orders ORDER BY amount NULLS FIRST, order_id LIMIT 12", True),
+    ("SELECT DISTINCT sku FROM orders ORDER BY sku", True),
+    ("SELECT DISTINCT _node FROM orders ORDER BY 1", True),
+    ("SELECT DISTINCT ON (sku) sku, order_id FROM orders ORDER BY sku, order_id", True),
+    ("SELECT sku, count(*) AS n FROM orders GROUP BY sku ORDER BY n DESC, sku LIMIT 3", True),
+    ("SELECT * FROM orders ORDER BY ordered_at, order_id LIMIT 20", True),
+    ("SELECT note FROM berlin.orders ORDER BY note COLLATE nocase, order_id LIMIT 30", False),
+    ("SELECT * FROM hamburg.orders ORDER BY order_id LIMIT 3", True),
+    # joins across and within nodes
+    (
+        "SELECT o.order_id, c.name FROM berlin.orders o JOIN berlin.customers c "
+        "ON o.customer_id = c.customer_id",
+        False,
+    ),
+    (
+        "SELECT o.order_id, c.name, c.city FROM munich.orders o JOIN berlin.customers c "
+        "USING (customer_id)",
+        False,
+    ),
+    (
+        "SELECT o._node, k.category, sum(o.amount) FROM orders o JOIN hq.catalogue k "
+        "ON o.sku = k.sku GROUP BY ALL",
+        False,
+    ),
+    (
+        "SELECT o.order_id, k.title FROM orders o LEFT JOIN catalogue k ON o.sku = k.sku",
+        False,
+    ),
+    (
+        "SELECT k.sku, count(o.order_id) FROM hq.catalogue k LEFT JOIN orders o "
+        "ON o.sku = k.sku GROUP BY k.sku",
+        False,
+    ),
+    (
+        "SELECT k.sku, o.order_id FROM orders o RIGHT JOIN hq.catalogue k ON o.sku = k.sku "
+        "WHERE o.amount > 70 OR o.amount IS NULL",
+        False,
+    ),
+    (
+        "SELECT k.sku, o.order_id FROM orders o RIGHT JOIN hq.catalogue k ON o.sku = k.sku "
+        "WHERE o.amount IS NULL",
+        False,
+    ),
+    (
+        "SELECT k.sku, o.order_id FROM berlin.orders o FULL JOIN hq.catalogue k "
+        "ON o.sku = k.sku WHERE o.qty IS NULL OR k.price IS NULL",
+        False,
+    ),
+    (
+        "SELECT k.sku, o.order_id FROM hq.catalogue k FULL JOIN munich.orders o "
+        "ON o.sku = k.sku WHERE k.price > 10",
+        False,
+    ),
+    (
+        "SELECT o.order_id, k.price FROM orders o LEFT JOIN hq.catalogue k ON o.sku = k.sku "
+        "WHERE k.price > 10",
+        False,
+    ),
+    (
+        "SELECT o.order_id, k.price FROM orders o LEFT JOIN hq.catalogue k ON o.sku = k.sku "
+        "WHERE k.price IS NULL",
+        False,
+    ),
+    (
+        "SELECT o.order_id, k.price FROM orders o LEFT JOIN hq.catalogue k "
+        "ON o.sku = k.sku AND k.price > 10 WHERE o.qty = 1",
+        False,
+    ),
+    ("SELECT count(*) FROM berlin.customers CROSS JOIN hq.catalogue", False),
+    (
+        "SELECT a.order_id, b.order_id FROM berlin.orders a JOIN berlin.orders b "
+        "ON a.customer_id = b.customer_id AND a.order_id < b.order_id WHERE a.amount > 70",
+        False,
+    ),
+    (
+        "SELECT b.order_id, m.order_id FROM berlin.orders b JOIN munich.orders m "
+        "ON b.customer_id = m.customer_id AND b.sku = m.sku",
+        False,
+    ),
+    ("SELECT * FROM berlin.orders NATURAL JOIN berlin.customers", False),
+    (
+        "SELECT c.name, count(*) FROM orders o, berlin.customers c "
+        "WHERE o.customer_id = c.customer_id AND o.amount > 20 GROUP BY c.name",
+        False,
+    ),
+    (
+        "SELECT o.order_id FROM orders o JOIN berlin.customers c USING (customer_id) "
+        "WHERE c.vip AND o._node = 'munich'",
+        False,
+    ),
+    (
+        "SELECT o.order_id FROM orders o SEMI JOIN hq.catalogue k "
+        "ON o.sku = k.sku AND k.category = 'tea' WHERE o.qty > 1",
+        False,
+    ),
+    ("SELECT o.order_id FROM orders o ANTI JOIN hq.catalogue k ON o.sku = k.sku", False),
+    # subqueries and CTEs
+    (
+        "SELECT c.name FROM berlin.customers c WHERE EXISTS "
+        "(SELECT 1 FROM orders o WHERE o.customer_id = c.customer_id AND o.amount > 75)",
+        False,
+    ),
+    (
+        "SELECT c.name FROM berlin.customers c WHERE NOT EXISTS "
+        "(SELECT 1 FROM munich.orders o WHERE o.customer_id = c.customer_id)",
+        False,
+    ),
+    (
+        "SELECT c.name, (SELECT count(*) FROM orders o WHERE o.customer_id = c.customer_id) "
+        "AS orders FROM berlin.customers c",
+        False,
+    ),
+    (
+        "SELECT * FROM (SELECT sku, sum(amount) AS total FROM orders GROUP BY sku) t "
+        "WHERE total > 500",
+        False,
+    ),
+    (
+        "WITH big AS (SELECT * FROM orders WHERE amount > 60) "
+        "SELECT _node, count(*) FROM big GROUP BY _node",
+        False,
+    ),
+    ("WITH orders AS (SELECT 7 AS order_id) SELECT * FROM orders", False),
+    (
+        "WITH t AS (SELECT customer_id, sum(amount) AS s FROM orders GROUP BY 1) "
+        "SELECT c.name, t.s FROM t JOIN berlin.customers c USING (customer_id) WHERE t.s > 100",
+        False,
+    ),
+    (
+        "WITH a AS (SELECT sku FROM berlin.orders), b AS (SELECT sku FROM munich.orders) "
+        "SELECT count(*) FROM a JOIN b USING (sku)",
+        False,
+    ),
+    (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5) "
+        "SELECT i, (SELECT count(*) FROM orders WHERE qty = i) FROM n",
+        False,
+    ),
+    ("SELECT max(t.n) FROM (SELECT count(*) AS n FROM orders GROUP BY customer_id) t", False),
+    (
+        "SELECT sku FROM hq.catalogue WHERE price > (SELECT max(amount) / 10 FROM munich.orders)",
+        False,
+    ),
+    # window functions
+    (
+        "SELECT order_id, _node, row_number() OVER (PARTITION BY _node ORDER BY order_id) "
+        "AS rn FROM orders",
+        False,
+    ),
+    (
+        "SELECT order_id, sum(amount) OVER (ORDER BY order_id ROWS BETWEEN 2 PRECEDING "
+        "AND CURRENT ROW) FROM berlin.orders",
+        False,
+    ),
+    (
+        "SELECT sku, rank() OVER (ORDER BY sum(qty) DESC) FROM orders GROUP BY sku",
+        False,
+    ),
+    (
+        "SELECT * FROM (SELECT order_id, amount, dense_rank() OVER "
+        "(PARTITION BY sku ORDER BY amount DESC NULLS LAST) AS r FROM orders) WHERE r = 1",
+        False,
+    ),
+    (
+        "SELECT order_id, lag(amount) OVER (ORDER BY order_id) FROM munich.orders",
+        False,
+    ),
+    (
+        "SELECT _node, order_id FROM orders QUALIFY row_number() OVER "
+        "(PARTITION BY _node ORDER BY amount DESC NULLS LAST, order_id) <= 2",
+        False,
+    ),
+    # set operations
+    ("SELECT sku FROM berlin.orders UNION SELECT sku FROM munich.orders", False),
+    ("SELECT sku FROM berlin.orders UNION ALL SELECT sku FROM munich.orders", False),
+    ("SELECT sku FROM berlin.orders INTERSECT SELECT sku FROM munich.orders", False),
+    ("SELECT sku FROM hq.catalogue EXCEPT SELECT sku FROM orders", False),
+    (
+        "SELECT customer_id FROM berlin.orders WHERE amount > 50 UNION "
+        "SELECT customer_id FROM munich.orders WHERE amount < 3 ORDER BY 1",
+        True,
+    ),
+    ("SELECT * FROM berlin.orders UNION ALL BY NAME SELECT * FROM munich.orders", False),
+    # NULLs, types, expressions, unicode
+    ("SELECT order_id, amount + NULL, coalesce(note, '∅') FROM orders", False),
+    ("SELECT note, count(*) FROM orders GROUP BY note", False),
+    (
+        "SELECT CASE WHEN amount > 50 THEN 'big' ELSE 'small' END AS size, count(*) "
+        "FROM orders GROUP BY 1",
+        False,
+    ),
+    ("SELECT upper(note), length(note) FROM berlin.orders WHERE note IS NOT NULL", False),
+    ("SELECT strftime(ordered_at, '%Y-%m') AS m, count(*) FROM orders GROUP BY 1", False),
+    ("SELECT extract(dow FROM ordered_at) AS d, avg(amount) FROM orders GROUP BY d", False),
+    ("SELECT title, price FROM hq.catalogue WHERE title LIKE '%é'", False),
+    ("SELECT {'id': order_id, 'n': note} AS s FROM berlin.orders LIMIT 0", False),
+    ("SELECT [order_id, qty] AS l FROM munich.orders WHERE qty = 5", False),
+    ("SELECT order_id // 7 AS bucket, count(*) FROM orders GROUP BY 1", False),
+    ("SELECT round(sum(amount) / nullif(count(amount), 0), 4) FROM orders", False),
+    ("SELECT typeof(amount), typeof(_node) FROM orders LIMIT 1", False),
+    # case and quoting of names
+    ("SELECT COUNT(*) FROM BERLIN.ORDERS", False),
+    ('SELECT count(*) FROM "Orders"', False),
+    ("SELECT Order_ID FROM Munich.Orders WHERE AMOUNT > 79", False),
+    # FROM-first and other DuckDB shapes
+    ("FROM berlin.customers SELECT name WHERE vip", False),
+    ("FROM orders", False),
+    ("SELECT * FROM orders USING SAMPLE 0 ROWS", False),
+    ("SELECT sum(amount) AS total FROM orders GROUP BY GROUPING SETS ((sku), ())", False),
+    ("SELECT * FROM (VALUES (1, 'a'), (2, 'b')) v(id, letter)", False),
+    ("SELECT unnest([1, 2, 3]) AS x", False),
+    ("SELECT order_id FROM orders WHERE order_id IN (1, 10000, 20000, 10199)", False),
+]
+
+
+@pytest.mark.parametrize(("sql", "ordered"), QUERIES, ids=[q[:60] for q, _ in QUERIES])
+def test_same_rows_as_one_duckdb(mesh, sql, ordered):
+    expected = mesh.expect(sql)
+    got = mesh.ask(sql)
+    problem = first_difference(expected, got, ordered=ordered)
+    assert problem is None, f"{problem}\nplan:\n{mesh.plan(sql).explain()}"
+
+
+def test_there_are_at_least_a_hundred_queries():
+    assert len(QUERIES) >= 100

@@ -1,0 +1,240 @@
+"""What the planner pushes to the nodes, what it keeps, and what it refuses."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from shoal.errors import LockdownError, NotFoundError, ShoalError, UnavailableError, UsageError
+from shoal.query import TableRef, execute_plan, plan_query
+
+ORDERS = pa.schema([("order_id", pa.int64()), ("amount", pa.float64()), ("city", pa.string())])
+TABLES = [
+    TableRef("berlin", "orders", ORDERS),
+    TableRef("munich", "orders", pa.schema([("order_id", pa.int64()), ("amount", pa.float64())])),
+    TableRef("hq", "catalogue", pa.schema([("sku", pa.string()), ("price", pa.float64())])),
+]
+
+
+def _fragment(plan, owner):
+    return next(f for f in plan.fragments if f.owner == owner)
+
+
+def test_projection_is_pushed():
+    plan = plan_query("SELECT amount FROM berlin.orders", TABLES)
+    (fragment,) = plan.fragments
+    assert fragment.columns == ("amount",)
+    assert fragment.sql == 'SELECT "amount" FROM "berlin"."orders"'
+    assert plan_query("SELECT * FROM berlin.orders", TABLES).fragments[0].columns == (
+        "order_id",
+        "amount",
+        "city",
+    )
+
+
+def test_count_star_fetches_no_columns():
+    (fragment,) = plan_query("SELECT count(*) FROM berlin.orders", TABLES).fragments
+    assert fragment.columns == ()
+
+
+@pytest.mark.parametrize(
+    "predicate",
+    [
+        "amount > 3",
+        "amount BETWEEN 1 AND 2",
+        "city IN ('Berlin', 'Köln')",
+        "city LIKE 'B%'",
+        "city ILIKE 'b%'",
+        "city IS NULL",
+        "city IS NOT NULL",
+        "NOT amount < 2",
+        "amount > 1 OR city = 'x'",
+        "lower(city) = 'berlin'",
+        "CAST(amount AS INTEGER) = 3",
+    ],
+)
+def test_each_filter_kind_is_pushed(predicate):
+    plan = plan_query(f"SELECT order_id FROM berlin.orders WHERE {predicate}", TABLES)
+    (fragment,) = plan.fragments
+    assert len(fragment.filters) == 1
+    assert " WHERE " in fragment.sql
+
+
+def test_filters_on_a_plain_name_go_to_every_owner_that_has_the_column():
+    plan = plan_query("SELECT * FROM orders WHERE amount > 1 AND city = 'Berlin'", TABLES)
+    assert len(_fragment(plan, "berlin").filters) == 2
+    # munich has no city: it reads as NULL, so only the amount filter can run there.
+    assert _fragment(plan, "munich").filters == ('"amount" > 1',)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM berlin.orders o LEFT JOIN munich.orders m ON o.order_id = m.order_id "
+        "WHERE m.amount > 1",
+        "SELECT * FROM berlin.orders o RIGHT JOIN munich.orders m ON o.order_id = m.order_id "
+        "WHERE o.amount > 1",
+        "SELECT * FROM berlin.orders o FULL JOIN munich.orders m ON o.order_id = m.order_id "
+        "WHERE o.amount > 1 AND m.amount > 1",
+    ],
+)
+def test_no_filters_into_the_null_supplying_side(sql):
+    plan = plan_query(sql, TABLES)
+    nullable = "munich" if "LEFT" in sql else "berlin"
+    assert _fragment(plan, nullable).filters == ()
+    assert any("outer join" in note for note in plan.notes)
+
+
+def test_preserved_side_of_an_outer_join_still_gets_its_filter():
+    plan = plan_query(
+        "SELECT * FROM berlin.orders o LEFT JOIN munich.orders m ON o.order_id = m.order_id "
+        "WHERE o.amount > 1",
+        TABLES,
+    )
+    assert _fragment(plan, "berlin").filters == ('"amount" > 1',)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM berlin.orders WHERE amount > random()",
+        "SELECT * FROM berlin.orders WHERE amount > (SELECT avg(amount) FROM munich.orders)",
+        "SELECT * FROM berlin.orders WHERE order_id IN (SELECT order_id FROM munich.orders)",
+        "SELECT city, sum(amount) FROM berlin.orders GROUP BY city HAVING sum(amount) > 3",
+        "SELECT * FROM berlin.orders WHERE _node = 'berlin'",
+    ],
+)
+def test_unsafe_predicates_stay_at_the_coordinator(sql):
+    if "_node" in sql:
+        sql = sql.replace("berlin.orders", "orders")
+    plan = plan_query(sql, TABLES)
+    for fragment in plan.fragments:
+        if fragment.owner == "berlin":
+            assert fragment.filters == (), fragment.sql
+
+
+def test_a_cte_shadows_a_product():
+    plan = plan_query("WITH orders AS (SELECT 1 AS x) SELECT * FROM orders", TABLES)
+    assert plan.fragments == ()
+
+
+def test_each_occurrence_gets_its_own_fragment():
+    plan = plan_query(
+        "SELECT * FROM berlin.orders a JOIN berlin.orders b ON a.order_id = b.order_id "
+        "WHERE a.amount > 1 AND b.amount < 5",
+        TABLES,
+    )
+    assert [f.filters for f in plan.fragments] == [('"amount" > 1',), ('"amount" < 5',)]
+
+
+def test_unknown_products_name_close_matches():
+    with pytest.raises(NotFoundError) as caught:
+        plan_query("SELECT * FROM ordrs", TABLES)
+    assert "orders" in (caught.value.hint or "")
+    with pytest.raises(NotFoundError) as caught:
+        plan_query("SELECT * FROM berlin.ordres", TABLES)
+    assert "berlin.orders" in (caught.value.hint or "")
+    with pytest.raises(NotFoundError):
+        plan_query("SELECT * FROM x.y.z", TABLES)
+
+
+def test_conflicting_types_name_both_products():
+    tables = [*TABLES, TableRef("vienna", "orders", pa.schema([("amount", pa.string())]))]
+    with pytest.raises(UsageError) as caught:
+        plan_query("SELECT * FROM orders", tables)
+    assert "berlin.orders" in caught.value.message and "vienna.orders" in caught.value.message
+    # Naming one product still works.
+    assert plan_query("SELECT * FROM vienna.orders", tables).fragments
+
+
+def test_a_product_with_a_node_column_cannot_be_unioned():
+    tables = [TableRef("x", "t", pa.schema([("_node", pa.string())]))]
+    with pytest.raises(UsageError, match="_node"):
+        plan_query("SELECT * FROM t", tables)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO berlin.orders VALUES (1, 2, 'x')",
+        "DELETE FROM berlin.orders",
+        "SELECT 1; SELECT 2",
+        "ATTACH 'x.db'",
+        "COPY (SELECT 1) TO 'x.csv'",
+        "PRAGMA version",
+        "SET threads = 1",
+        "CREATE TABLE t AS SELECT 1",
+        "INSTALL httpfs",
+        "EXPORT DATABASE 'dump'",
+    ],
+)
+def test_refusals_never_reach_a_node(sql):
+    asked = []
+    with pytest.raises(LockdownError):
+        plan = plan_query(sql, TABLES)
+        execute_plan(plan, lambda f: asked.append(f) or pa.table({}).to_reader())
+    assert asked == []
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM glob('*')"]
+)
+def test_file_functions_are_refused_by_the_sandbox(sql):
+    with pytest.raises((LockdownError, UsageError, NotFoundError)):
+        plan_query(sql, TABLES)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "",
+        "   ",
+        "SELEC 1",
+        "\x00\x01garbage",
+        "SELECT (((((1",
+        "SELECT " + "(" * 5000 + "1" + ")" * 5000,
+    ],
+)
+def test_hostile_text_gets_a_clear_error(sql):
+    with pytest.raises(ShoalError):
+        plan_query(sql, TABLES)
+
+
+def test_oversized_query_is_refused():
+    with pytest.raises(UsageError, match="1 MiB"):
+        plan_query("SELECT 1 -- " + "x" * (1024 * 1024), TABLES)
+
+
+def test_a_failing_fragment_names_node_and_product():
+    plan = plan_query("SELECT * FROM munich.orders", TABLES)
+
+    def down(fragment):
+        raise UnavailableError("connection refused")
+
+    with pytest.raises(UnavailableError) as caught:
+        execute_plan(plan, down)
+    assert "munich.orders" in caught.value.message and "munich" in caught.value.message
+
+
+def test_a_fragment_answering_the_wrong_columns_is_an_error():
+    plan = plan_query("SELECT amount FROM berlin.orders", TABLES)
+    with pytest.raises(ShoalError, match="columns"):
+        execute_plan(plan, lambda f: pa.table({"other": [1]}).to_reader())
+
+
+def test_explain_names_nodes_columns_and_filters():
+    plan = plan_query(
+        "SELECT o.order_id, c.price FROM orders o JOIN hq.catalogue c ON o.city = c.sku "
+        "WHERE o.amount > 2",
+        TABLES,
+    )
+    text = plan.explain()
+    for word in ("node berlin:", "node munich:", "node hq:", '"amount" > 2', "coordinator:"):
+        assert word in text
+    data = plan.to_dict()
+    assert {f["node"] for f in data["fragments"]} == {"berlin", "munich", "hq"}
+
+
+def test_names_of_unaliased_columns_are_kept():
+    plan = plan_query("SELECT count(*), sum(amount) FROM orders", TABLES)
+    assert plan.columns == ("count_star()", "sum(amount)")
