@@ -214,3 +214,38 @@ def test_sigterm_and_sigint_stop_cleanly(tmp_path):
     finally:
         node.stop()
     del second
+
+
+def test_a_node_that_hangs_fails_the_query_after_the_timeout(tmp_path):
+    """A frozen process (SIGSTOP: accepts connections, never answers) is not 'down' yet;
+    the query waits `query_timeout` and fails naming the node and product."""
+    from shoal.localmesh import LocalMesh
+
+    with LocalMesh(tmp_path / "mesh") as local:
+        local.start([("hq", "eu-de"), ("berlin", "eu-de")])
+        orders = tmp_path / "orders.parquet"
+        pq.write_table(pa.table({"order_id": [1, 2, 3]}), orders)
+        from shoal.node import Node
+
+        Node.open(local.root / "berlin").publish("orders", str(orders))
+        local.wait_for_catalog({"berlin.orders"})
+        # A short timeout at the coordinator (settings are read when it starts) and slow
+        # pings, so the frozen node is still 'up' or 'suspect' when the query runs.
+        hq = local.nodes["hq"]
+        hq.stop()
+        settings = hq.home / "settings.yaml"
+        settings.write_text(settings.read_text() + "query_timeout: 2.0\nping_interval: 30.0\n")
+        hq.start()
+        berlin = local.nodes["berlin"]
+        berlin.process.send_signal(signal.SIGSTOP)
+        try:
+            response = httpx.post(
+                hq.http + "/api/v1/query",
+                json={"sql": "SELECT count(*) FROM berlin.orders"},
+                timeout=30,
+            )
+        finally:
+            berlin.process.send_signal(signal.SIGCONT)
+        assert response.status_code == 503, response.text
+        message = response.json()["message"]
+        assert "berlin" in message and "berlin.orders" in message and "2 s" in message
