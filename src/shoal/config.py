@@ -77,6 +77,11 @@ class Settings(BaseModel):
         le=60,
         description="Seconds between health pings and catalog pulls to each peer.",
     )
+    fragment_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory (MiB) for cached fragment results; 0 turns the cache off.",
+    )
     max_upload_mb: int = Field(
         default=1024,
         ge=1,

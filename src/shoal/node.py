@@ -34,6 +34,7 @@ from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, Versi
 from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
 from shoal.products.publish import Progress, check_current_data
 from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
+from shoal.query.cache import FragmentCache, fragment_key
 from shoal.sources import KINDS, SourceOptions, open_source
 
 __all__ = ["Node"]
@@ -259,13 +260,33 @@ class Node:
         return old.key_id, new.key_id
 
     # -- SQL ----------------------------------------------------------------------------
-    def sql(self, query: str) -> pa.RecordBatchReader:
-        """Run one read-only SQL statement over this node's products (latest versions)."""
+    def sql(
+        self,
+        query: str,
+        *,
+        only: Sequence[str] | None = None,
+        versions: dict[str, int] | None = None,
+    ) -> pa.RecordBatchReader:
+        """Run one read-only SQL statement over this node's products (latest versions).
+
+        `only` limits the products the statement can see (a fragment reads one), which
+        also saves opening every other product's table; `versions` pins products to Delta
+        table versions.
+        """
         settings = self.home.settings
         session = LockedSession(
             memory_limit=settings.sql_memory_limit, threads=settings.sql_threads
         )
-        tables = {(self.name, name): self.products.dataset(name) for name in self.products.names()}
+        names = self.products.names() if only is None else list(only)
+        pinned = versions or {}
+        tables = {
+            (self.name, name): (
+                self.products.table_at(name, pinned[name]).to_pyarrow_dataset()
+                if name in pinned
+                else self.products.dataset(name)
+            )
+            for name in names
+        }
         session.expose(tables)
         session.lock()
         return session.run(query)
@@ -310,16 +331,18 @@ class Node:
 
     def _own_entry(self, name: str) -> CatalogEntry:
         info = self.products.info(name)
+        table = self.products.table(name)
         return CatalogEntry(
             owner=self.name,
             product=name,
             version=info.version,
+            delta_version=table.version(),
             rows=info.rows,
             size_bytes=info.size_bytes,
             last_publish=info.last_publish,
             contract_version=info.contract_version,
             contract=self.products.contract_text(name),
-            schema_ipc=encode_schema(self.products.dataset(name).schema),
+            schema_ipc=encode_schema(table.to_pyarrow_dataset().schema),
             checkpoint=self.checkpoint(name),
             holders=[self.name],
         )
@@ -357,15 +380,20 @@ class Node:
     def mesh_tables(self) -> list[TableRef]:
         """Every product this node can query: its own (always current) and the catalog's."""
 
-        tables = {
-            (self.name, name): TableRef(self.name, name, self.products.dataset(name).schema)
-            for name in self.products.names()
-        }
+        tables = {}
+        for name in self.products.names():
+            table = self.products.table(name)
+            schema = table.to_pyarrow_dataset().schema
+            tables[self.name, name] = TableRef(self.name, name, schema, version=table.version())
         if self.membership.joined():
             for entry in self.catalog.entries():
                 if (entry.owner, entry.product) not in tables:
                     tables[entry.owner, entry.product] = TableRef(
-                        entry.owner, entry.product, entry.arrow_schema(), tuple(entry.holders)
+                        entry.owner,
+                        entry.product,
+                        entry.arrow_schema(),
+                        tuple(entry.holders),
+                        entry.delta_version if entry.delta_version >= 0 else None,
                     )
         return list(tables.values())
 
@@ -386,19 +414,41 @@ class Node:
         )
 
     def run_fragment(self, fragment: Fragment) -> pa.RecordBatchReader:
-        """Run one fragment where its data is: here, or at the first holder."""
+        """Run one fragment where its data is (here, or at the first holder), or answer it
+        from the exact cache when the same fragment already ran over the same version."""
+        key = fragment_key(fragment, caller=None)
+        if key is not None:
+            cached = self.fragment_cache.get(key)
+            if cached is not None:
+                return cached.to_reader()
         holders = fragment.holders or (fragment.owner,)
         if self.name in holders:
-            return self.serve_fragment(fragment.owner, fragment.product, fragment.sql)
-        return self.fragment_client.run(fragment, holders[0])
+            reader = self.serve_fragment(
+                fragment.owner, fragment.product, fragment.sql, fragment.version
+            )
+        else:
+            reader = self.fragment_client.run(fragment, holders[0])
+        if key is None:
+            return reader
+        table = reader.read_all()
+        self.fragment_cache.put(key, table)
+        return table.to_reader()
 
-    def serve_fragment(self, owner: str, product: str, sql: str) -> pa.RecordBatchReader:
-        """Run a fragment a coordinator sent for one of this node's products."""
+    @cached_property
+    def fragment_cache(self) -> FragmentCache:
+        return FragmentCache(self.home.settings.fragment_cache_mb * 1024 * 1024)
+
+    def serve_fragment(
+        self, owner: str, product: str, sql: str, version: int | None = None
+    ) -> pa.RecordBatchReader:
+        """Run a fragment a coordinator sent for one of this node's products, at the Delta
+        version it names (the latest if none)."""
         if owner != self.name:
             raise NotFoundError(f"node '{self.name}' does not hold {owner}.{product}")
         if not self.products.exists(product):
             raise NotFoundError(f"node '{self.name}' has no product '{product}'")
-        return self.sql(sql)
+        versions = {product: version} if version is not None else None
+        return self.sql(sql, only=[product], versions=versions)
 
 
 def read_contract_file(path: Path) -> Contract:

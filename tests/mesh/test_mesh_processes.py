@@ -249,3 +249,36 @@ def test_a_node_that_hangs_fails_the_query_after_the_timeout(tmp_path):
         assert response.status_code == 503, response.text
         message = response.json()["message"]
         assert "berlin" in message and "berlin.orders" in message and "2 s" in message
+
+
+def test_a_repeated_query_moves_no_data(tmp_path):
+    """The coordinator answers a repeat from its exact cache: it works even while the node
+    holding the data is frozen, and a new version is fetched fresh."""
+    from shoal.localmesh import LocalMesh
+    from shoal.node import Node
+
+    with LocalMesh(tmp_path / "mesh") as local:
+        local.start([("hq", "eu-de"), ("berlin", "eu-de")])
+        orders = tmp_path / "orders.parquet"
+        pq.write_table(pa.table({"order_id": [1, 2, 3], "amount": [1.0, 2.0, 3.0]}), orders)
+        Node.open(local.root / "berlin").publish("orders", str(orders))
+        local.wait_for_catalog({"berlin.orders"})
+        hq, berlin = local.nodes["hq"], local.nodes["berlin"]
+        sql = {"sql": "SELECT sum(amount) AS s FROM berlin.orders"}
+        first = httpx.post(hq.http + "/api/v1/query?format=json", json=sql, timeout=30)
+        assert first.json()["rows"] == [[6.0]]
+        berlin.process.send_signal(signal.SIGSTOP)
+        try:
+            again = httpx.post(hq.http + "/api/v1/query?format=json", json=sql, timeout=10)
+        finally:
+            berlin.process.send_signal(signal.SIGCONT)
+        assert again.status_code == 200 and again.json()["rows"] == [[6.0]]
+        Node.open(local.root / "berlin").publish("orders", str(orders))
+        wait_until(
+            lambda: (
+                httpx.post(hq.http + "/api/v1/query?format=json", json=sql).json()["rows"]
+                == [[12.0]]
+            ),
+            timeout=10,
+            what="the new version at hq",
+        )

@@ -96,7 +96,11 @@ class Mesh:
 
     def ask(self, sql: str) -> pa.Table:
         plan = self.plan(sql)
-        return execute_plan(plan, lambda f: self.nodes[f.holders[0]].sql(f.sql)).read_all()
+
+        def run(f):
+            return self.nodes[f.holders[0]].serve_fragment(f.owner, f.product, f.sql, f.version)
+
+        return execute_plan(plan, run).read_all()
 
     def expect(self, sql: str) -> pa.Table:
         return self.reference.sql(sql).to_arrow_table()

@@ -28,10 +28,14 @@ TABLES = {
 NUMERIC = {"order_id": (1, 10_300), "customer_id": (0, 31), "amount": (0, 81), "qty": (0, 6)}
 TEXT = {
     "sku": SKUS,
-    "note": ["Anna", "Zoë", "李雷", "O''Brien", "nobody"],
+    "note": ["Anna", "Zoë", "李雷", "O'Brien", "nobody"],
     "coupon": ["AUTUMN", "WELCOME", "X"],
     "_node": ["berlin", "munich", "hamburg", "hq"],
 }
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 @st.composite
@@ -58,13 +62,13 @@ def predicate(draw, columns: list[str], depth: int = 0) -> str:
         return f"ordered_at {op} TIMESTAMP '2026-{month:02d}-{day:02d} 12:00:00'"
     if kind in ("like",) and text:
         column = draw(st.sampled_from(text))
-        prefix = draw(st.sampled_from(TEXT[column]))[:2]
-        return f"{column} {draw(st.sampled_from(['LIKE', 'ILIKE', 'NOT LIKE']))} '{prefix}%'"
+        prefix = _quote(draw(st.sampled_from(TEXT[column]))[:2] + "%")
+        return f"{column} {draw(st.sampled_from(['LIKE', 'ILIKE', 'NOT LIKE']))} {prefix}"
     if kind == "in" and (text or numeric):
         column = draw(st.sampled_from(text + numeric))
         if column in TEXT:
             values = draw(st.lists(st.sampled_from(TEXT[column]), min_size=1, max_size=4))
-            items = ", ".join(f"'{v}'" for v in values)
+            items = ", ".join(_quote(v) for v in values)
         else:
             low, high = NUMERIC[column]
             values = draw(st.lists(st.integers(low, high), min_size=1, max_size=4))

@@ -40,6 +40,7 @@ class CatalogEntry(BaseModel):
     owner: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     product: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     version: int = Field(ge=0)
+    delta_version: int = Field(ge=-1, default=-1, description="the Delta table version; -1 unknown")
     rows: int = Field(ge=0, default=0)
     size_bytes: int = Field(ge=0, default=0)
     last_publish: str = Field(max_length=64, default="")

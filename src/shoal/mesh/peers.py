@@ -92,6 +92,7 @@ class FragmentClient:
                     "owner": fragment.owner,
                     "product": fragment.product,
                     "sql": fragment.sql,
+                    "version": fragment.version,
                 }
             }
         ).encode()

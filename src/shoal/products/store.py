@@ -184,6 +184,18 @@ class ProductStore:
         """Give the product (at a version) as an Arrow dataset that DuckDB can scan."""
         return self.table(name, version).to_pyarrow_dataset()
 
+    def table_at(self, name: str, delta_version: int) -> DeltaTable:
+        """Open the product's Delta table at a Delta version (what fragments pin)."""
+        if not self.exists(name):
+            raise NotFoundError(f"no product '{name}' on node '{self.home.settings.name}'")
+        try:
+            return DeltaTable(str(self.table_dir(name)), version=delta_version)
+        except Exception as exc:
+            raise NotFoundError(
+                f"product '{name}' has no table version {delta_version} on node "
+                f"'{self.home.settings.name}'"
+            ) from exc
+
     def contract(self, name: str) -> Contract:
         path = self.contract_path(name)
         if not path.exists():

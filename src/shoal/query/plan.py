@@ -22,6 +22,7 @@ class TableRef:
     product: str
     schema: pa.Schema
     holders: tuple[str, ...] = ()  # nodes able to serve it; empty means (owner,)
+    version: int | None = None  # the Delta table version the catalog knows, if any
 
     @property
     def name(self) -> str:
@@ -39,6 +40,9 @@ class Fragment:
     sql: str  # DuckDB SQL reading only "<owner>"."<product>"
     columns: tuple[str, ...]
     filters: tuple[str, ...]
+    # The Delta version to read: every fragment of a plan reads the version the plan saw,
+    # which also makes its result cacheable exactly. None reads the latest.
+    version: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,7 @@ class Fragment:
             "sql": self.sql,
             "columns": list(self.columns),
             "filters": list(self.filters),
+            "version": self.version,
         }
 
 

@@ -416,6 +416,7 @@ def _fragment(
         sql=sql,
         columns=tuple(columns) if columns else (),
         filters=tuple(texts),
+        version=ref.version,
     )
 
 

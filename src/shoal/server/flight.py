@@ -74,7 +74,7 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         self._check_caller(context, raw)
         try:
             reader = self.node.serve_fragment(
-                fragment["owner"], fragment["product"], fragment["sql"]
+                fragment["owner"], fragment["product"], fragment["sql"], fragment.get("version")
             )
         except ShoalError:
             if self.metrics is not None:
@@ -120,8 +120,11 @@ def _parse_ticket(raw: bytes) -> dict[str, Any]:
     if isinstance(data, dict) and isinstance(data.get("sql"), str):
         return {"sql": data["sql"]}
     fragment = data.get("fragment") if isinstance(data, dict) else None
-    if isinstance(fragment, dict) and all(
-        isinstance(fragment.get(k), str) for k in ("owner", "product", "sql")
+    version = fragment.get("version") if isinstance(fragment, dict) else None
+    if (
+        isinstance(fragment, dict)
+        and all(isinstance(fragment.get(k), str) for k in ("owner", "product", "sql"))
+        and (version is None or (isinstance(version, int) and version >= 0))
     ):
         return {"fragment": fragment}
     raise UsageError('a ticket is SQL text, {"sql": ...} or a fragment from a coordinator')

@@ -1,0 +1,83 @@
+"""An exact cache of fragment results.
+
+A fragment reads one product at one Delta table version, and versions never change, so the
+same fragment text over the same version always gives the same rows. The key is therefore
+(fragment SQL, owner, product, version, caller); a new version is a different key, so the
+cache is never stale and never needs invalidating. Fragments without a known version are
+not cached. The caller is part of the key so that, once policies give callers different
+views, one caller's rows are never served to another.
+
+Bounded by the bytes of the cached Arrow tables; the least recently used go first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from shoal.query.plan import Fragment
+
+__all__ = ["CacheKey", "FragmentCache", "fragment_key"]
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    sql: str
+    owner: str
+    product: str
+    version: int
+    caller: str
+
+
+def fragment_key(fragment: Fragment, caller: str | None) -> CacheKey | None:
+    """The fragment's cache key, or None when its result cannot be cached exactly."""
+    if fragment.version is None:
+        return None
+    return CacheKey(fragment.sql, fragment.owner, fragment.product, fragment.version, caller or "")
+
+
+class FragmentCache:
+    """A thread-safe LRU of Arrow tables, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._tables: OrderedDict[CacheKey, pa.Table] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: CacheKey) -> pa.Table | None:
+        with self._lock:
+            table = self._tables.get(key)
+            if table is None:
+                self.misses += 1
+                return None
+            self._tables.move_to_end(key)
+            self.hits += 1
+            return table
+
+    def put(self, key: CacheKey, table: pa.Table) -> None:
+        """Keep `table` unless it alone would take more than a quarter of the cache."""
+        size = table.nbytes
+        if self.max_bytes <= 0 or size > self.max_bytes // 4:
+            return
+        with self._lock:
+            old = self._tables.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._tables[key] = table
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._tables:
+                _, evicted = self._tables.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._tables)
