@@ -13,19 +13,22 @@ lifts its SKU's sales at its store while it runs (and discounts them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import duckdb
 
 from shoal.engine import trusted_connection
 from shoal.errors import UsageError
 
-__all__ = ["MESH_NODES", "STORE_SHARE", "write_mesh_data"]
+__all__ = ["MESH_NODES", "STORE_SHARE", "write_bench_orders", "write_mesh_data"]
 
 MESH_NODES = (("hq", "eu-de"), ("berlin", "eu-de"), ("munich", "eu-de"), ("marketing", "eu-de"))
 STORE_SHARE = {"berlin": 1.0, "munich": 0.7}  # munich sells 70% as many orders as berlin
 FIRST_DAY = "2026-08-01"
 DAYS = 90
 _SKUS = 40
-_CAMPAIGN_PICK = 0.35  # share of a campaign store's orders switched to the campaign SKU
+_CAMPAIGN_PICK = 0.08  # share of a campaign store's orders switched to the campaign SKU
 
 _NAMES = (
     "Espresso", "Cappuccino", "Flat White", "Chai Latte", "Matcha", "Crème brûlée",
@@ -67,12 +70,7 @@ def write_mesh_data(
     folder: Path, *, orders_per_store: int = 20_000, seed: int = 7
 ) -> dict[str, dict[str, Path]]:
     """Write each node's products as Parquet; give node -> product -> file."""
-    if not isinstance(orders_per_store, int) or orders_per_store < 1:
-        raise UsageError(f"orders per store must be a positive number, not {orders_per_store!r}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot write the demo data to {folder}: {exc.strerror}") from exc
+    _prepare(folder, orders_per_store)
     files = {
         "hq": {"catalogue": folder / "hq-catalogue.parquet"},
         "marketing": {"campaigns": folder / "marketing-campaigns.parquet"},
@@ -90,11 +88,42 @@ def write_mesh_data(
     return files
 
 
+def write_bench_orders(
+    folder: Path, *, stores: Sequence[str], orders_per_store: int, seed: int = 7
+) -> dict[str, Path]:
+    """Write one `orders` file per store, `orders_per_store` rows each; give store -> file.
+
+    The demo's orders schema, with order ids unique across the stores; campaigns apply only
+    at the demo's stores.
+    """
+    _prepare(folder, orders_per_store)
+    files = {store: folder / f"{store}-orders.parquet" for store in stores}
+    with trusted_connection() as con:
+        con.execute(f"CREATE TEMP TABLE catalogue AS {_catalogue_sql(seed)}")
+        con.execute(f"CREATE TEMP TABLE campaigns AS {_campaigns_sql()}")
+        for index, store in enumerate(stores):
+            sql = _orders_sql(store, orders_per_store, seed + index, first_id=(index + 1) * 10**9)
+            _copy(con, sql, files[store])
+    return files
+
+
+def _prepare(folder: Path, orders_per_store: int) -> None:
+    if not isinstance(orders_per_store, int) or orders_per_store < 1:
+        raise UsageError(f"orders per store must be a positive number, not {orders_per_store!r}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write the demo data to {folder}: {exc.strerror}") from exc
+
+
 def _copy(con: object, sql: str, path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
     target = str(partial).replace("'", "''")
-    con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet)")  # type: ignore[attr-defined]
-    partial.replace(path)
+    try:
+        con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet)")  # type: ignore[attr-defined]
+        partial.replace(path)
+    except (duckdb.IOException, OSError) as exc:
+        raise UsageError(f"cannot write the demo data to {path.parent}: {exc}") from exc
 
 
 def _catalogue_sql(seed: int) -> str:
