@@ -159,11 +159,14 @@ def test_a_node_going_down(mesh, tmp_path):
         assert response.status_code == 200
     finally:
         munich.start()
-    wait_until(
-        lambda: {r["name"]: r["state"] for r in nodes["hq"].get("/api/v1/nodes")}["munich"] == "up",
-        timeout=15,
-        what="munich up again",
-    )
+    for name in ("hq", "berlin"):  # every peer must see it again before the next test
+        wait_until(
+            lambda name=name: (
+                {r["name"]: r["state"] for r in nodes[name].get("/api/v1/nodes")}["munich"] == "up"
+            ),
+            timeout=15,
+            what=f"munich up again at {name}",
+        )
 
 
 def test_hub_down_mesh_keeps_answering(mesh):

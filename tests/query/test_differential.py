@@ -306,3 +306,23 @@ def test_same_rows_as_one_duckdb(mesh, sql, ordered):
 
 def test_there_are_at_least_a_hundred_queries():
     assert len(QUERIES) >= 100
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM orders LIMIT 7",
+        "SELECT order_id FROM orders WHERE amount > 20 LIMIT 11",
+        "SELECT * FROM munich.orders LIMIT 0",
+        "SELECT note FROM orders WHERE note IS NOT NULL LIMIT 3 OFFSET 2",
+    ],
+)
+def test_limit_without_order_gives_that_many_matching_rows(mesh, sql):
+    """Any k rows are a right answer: the count must match, and every row must qualify."""
+    expected = mesh.expect(sql)
+    got = mesh.ask(sql)
+    assert got.num_rows == expected.num_rows
+    assert got.column_names == expected.column_names
+    everything = mesh.expect(sql.split(" LIMIT ")[0])
+    allowed = {tuple(r.values()) for r in everything.to_pylist()}
+    assert all(tuple(r.values()) in allowed for r in got.to_pylist())

@@ -238,3 +238,47 @@ def test_explain_names_nodes_columns_and_filters():
 def test_names_of_unaliased_columns_are_kept():
     plan = plan_query("SELECT count(*), sum(amount) FROM orders", TABLES)
     assert plan.columns == ("count_star()", "sum(amount)")
+
+
+def test_top_n_runs_at_every_node():
+    plan = plan_query(
+        "SELECT order_id, amount FROM orders WHERE amount > 3 "
+        "ORDER BY amount DESC, order_id LIMIT 5 OFFSET 2",
+        TABLES,
+    )
+    for fragment in plan.fragments:
+        assert fragment.top_n == 'ORDER BY "amount" DESC, "order_id" LIMIT 7'
+        assert fragment.sql.endswith("LIMIT 7")
+    assert "top-N pushed down" in plan.explain()
+    positional = plan_query(
+        "SELECT order_id, amount AS a FROM berlin.orders ORDER BY 2 LIMIT 3", TABLES
+    )
+    assert positional.fragments[0].top_n == 'ORDER BY "amount" LIMIT 3'
+    bare = plan_query("SELECT * FROM orders LIMIT 4", TABLES)
+    assert [f.top_n for f in bare.fragments] == ["LIMIT 4", "LIMIT 4"]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT city, count(*) FROM berlin.orders GROUP BY city ORDER BY city LIMIT 2",
+        "SELECT DISTINCT city FROM berlin.orders ORDER BY city LIMIT 2",
+        "SELECT order_id, row_number() OVER () FROM berlin.orders ORDER BY order_id LIMIT 2",
+        "SELECT sum(amount) FROM berlin.orders LIMIT 1",
+        "SELECT * FROM berlin.orders WHERE amount > random() ORDER BY order_id LIMIT 1",
+        "SELECT * FROM berlin.orders o JOIN munich.orders m USING (order_id) "
+        "ORDER BY o.amount LIMIT 3",
+        "SELECT amount * 2 AS doubled FROM berlin.orders ORDER BY doubled LIMIT 3",
+        "SELECT * FROM (SELECT * FROM berlin.orders ORDER BY amount LIMIT 3) t",
+        "(SELECT order_id FROM berlin.orders ORDER BY order_id LIMIT 2) UNION ALL SELECT 1",
+        "SELECT * FROM orders ORDER BY _node, order_id LIMIT 2",
+    ],
+)
+def test_top_n_stays_at_the_coordinator_when_unsafe(sql):
+    plan = plan_query(sql, TABLES)
+    assert all(f.top_n == "" for f in plan.fragments), plan.explain()
+
+
+def test_a_node_lacking_a_sort_column_sends_all_its_filtered_rows():
+    plan = plan_query("SELECT city FROM orders ORDER BY city LIMIT 2", TABLES)
+    assert _fragment(plan, "berlin").top_n and not _fragment(plan, "munich").top_n

@@ -43,6 +43,7 @@ class Fragment:
     # The Delta version to read: every fragment of a plan reads the version the plan saw,
     # which also makes its result cacheable exactly. None reads the latest.
     version: int | None = None
+    top_n: str = ""  # "ORDER BY ... LIMIT k" or "LIMIT k" applied at the node, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class Fragment:
             "columns": list(self.columns),
             "filters": list(self.filters),
             "version": self.version,
+            "top_n": self.top_n,
         }
 
 
@@ -95,6 +97,8 @@ class QueryPlan:
                     lines.append(f"    filters pushed down: {' AND '.join(fragment.filters)}")
                 else:
                     lines.append("    filters pushed down: none")
+                if fragment.top_n:
+                    lines.append(f"    top-N pushed down: {fragment.top_n}")
         lines.append("coordinator:")
         lines.append(f"  {self.final_sql}")
         for note in self.notes:

@@ -125,6 +125,7 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
     where_of: dict[int, exp.Expr | None] = {}
     sources_of: dict[int, int] = {}
     select_aliases: dict[int, set[str]] = {}
+    top_of: dict[int, bool] = {}  # the occurrence is the whole FROM of the outermost SELECT
     for scope in _scopes(tree):
         select = scope.expression
         outer = _outer_joined(select) if isinstance(select, exp.Select) else set()
@@ -141,6 +142,7 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             where_of[key] = select.args.get("where") if isinstance(select, exp.Select) else None
             sources_of[key] = len(scope.sources)
             select_aliases[key] = aliases
+            top_of[key] = select is tree
     columns = _output_columns(sql, occurrences)
     names_used, wants_everything = _names_used(tree)
     fragments: list[Fragment] = []
@@ -157,8 +159,11 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             filters = _pushable_conjuncts(
                 where_of[key], occurrence.alias, sources_of[key] == 1, select_aliases[key]
             )
+        top_n = None
+        if top_of[key] and sources_of[key] == 1 and not nullable[key]:
+            top_n = _top_n(tree, occurrence, filters)
         replacement, made = _push_down(
-            occurrence, filters, names_used, wants_everything, len(fragments)
+            occurrence, filters, names_used, wants_everything, len(fragments), top_n
         )
         fragments += made
         occurrence.table.replace(replacement)
@@ -322,6 +327,80 @@ def _output_columns(sql: str, occurrences: list[_Occurrence]) -> list[str]:
         return session.columns(sql)
 
 
+# -- top-N ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _TopN:
+    """ORDER BY ... LIMIT k (or a bare LIMIT) that each node may apply to its own rows."""
+
+    order: list[exp.Expr]  # ORDER BY items over this occurrence's columns; empty: any k rows
+    rows: int  # LIMIT plus OFFSET: a node must send that many for the coordinator to skip
+
+    def columns(self) -> set[str]:
+        return {c.name.lower() for item in self.order for c in item.find_all(exp.Column)}
+
+
+def _top_n(tree: exp.Expr, occurrence: _Occurrence, filters: list[exp.Expr]) -> _TopN | None:
+    """The top-N a node may apply, when the statement is a plain filtered, ordered, limited
+    scan of this one occurrence; None otherwise.
+
+    Only then is "the first k rows at each node" a superset of the first k overall: no
+    grouping, aggregate, window, DISTINCT or join can change which rows survive, and every
+    WHERE conjunct runs at the node (a filter left for later could remove some of a node's
+    k rows and let a row it did not send belong in the answer).
+    """
+    if not isinstance(tree, exp.Select):
+        return None
+    for part in ("joins", "group", "having", "qualify", "distinct", "laterals", "pivots"):
+        if tree.args.get(part):
+            return None
+    if any(e.find(exp.AggFunc, exp.Window) for e in tree.expressions):
+        return None
+    rows = _constant(tree.args.get("limit"))
+    offset = tree.args.get("offset")
+    skip = _constant(offset) if offset is not None else 0
+    if rows is None or skip is None:
+        return None
+    where = tree.args.get("where")
+    conjuncts = (
+        list(where.this.flatten())
+        if where is not None and isinstance(where.this, exp.And)
+        else ([where.this] if where is not None else [])
+    )
+    if len(filters) != len(conjuncts):
+        return None
+    order: list[exp.Expr] = []
+    sort = tree.args.get("order")
+    for item in sort.expressions if sort is not None else []:
+        key = item.this
+        if isinstance(key, exp.Literal) and key.is_int:  # ORDER BY 2: the select list's 2nd
+            position = int(key.this) - 1
+            if not 0 <= position < len(tree.expressions):
+                return None
+            chosen = tree.expressions[position]
+            key = chosen.this if isinstance(chosen, exp.Alias) else chosen
+        if not all(isinstance(node, _PUSHABLE) for node in key.walk()):
+            return None
+        columns = list(key.find_all(exp.Column))
+        if not columns or not all(_belongs(c, occurrence.alias, True, set()) for c in columns):
+            return None
+        if any(c.name.lower() in _select_aliases(tree) for c in columns):
+            return None  # may name a select-list alias, not the table's column
+        ordered = item.copy()
+        ordered.set("this", key.copy())
+        order.append(ordered)
+    return _TopN(order, rows + skip)
+
+
+def _constant(node: exp.Expr | None) -> int | None:
+    """The integer of a LIMIT or OFFSET clause, if it is a plain non-negative literal."""
+    if node is None:
+        return None
+    value = node.args.get("expression") or node.this
+    if isinstance(value, exp.Literal) and value.is_int and int(value.this) >= 0:
+        return int(value.this)
+    return None
+
+
 # -- the split ----------------------------------------------------------------------------
 def _pushable_conjuncts(
     where: exp.Expr | None, alias: str, only_source: bool, select_aliases: set[str]
@@ -361,6 +440,7 @@ def _push_down(
     names_used: set[str],
     wants_everything: bool,
     first_id: int,
+    top_n: _TopN | None = None,
 ) -> tuple[exp.Expr, list[Fragment]]:
     """The fragments for one occurrence and what replaces it in the coordinator's SQL."""
     columns = _union_columns(occurrence.refs)
@@ -372,7 +452,11 @@ def _push_down(
         own = {f.name.lower() for f in ref.schema}
         fetch = [name for name, _ in needed if name.lower() in own]
         usable = [f for f in filters if _reads_only(f, own)]
-        fragments.append(_fragment(f"__shoal_f{first_id + index}", ref, fetch, usable))
+        # A node applies the top-N only when it runs every filter and has every sort column.
+        node_top_n = (
+            top_n if top_n and len(usable) == len(filters) and top_n.columns() <= own else None
+        )
+        fragments.append(_fragment(f"__shoal_f{first_id + index}", ref, fetch, usable, node_top_n))
     if occurrence.qualified:
         fragment = fragments[0]
         replacement: exp.Expr = exp.Table(
@@ -399,7 +483,11 @@ def _push_down(
 
 
 def _fragment(
-    fragment_id: str, ref: TableRef, columns: list[str], filters: list[exp.Expr]
+    fragment_id: str,
+    ref: TableRef,
+    columns: list[str],
+    filters: list[exp.Expr],
+    top_n: _TopN | None = None,
 ) -> Fragment:
     """A single-product SELECT with the given columns and filters, as DuckDB SQL."""
     select_list = ", ".join(_quoted(c) for c in columns) or f"1 AS {_quoted(_ROW_MARKER)}"
@@ -407,6 +495,16 @@ def _fragment(
     texts = [_unqualified(f).sql(dialect=_DIALECT, identify=True) for f in filters]
     if texts:
         sql += " WHERE " + " AND ".join(f"({t})" for t in texts)
+    top_text = ""
+    if top_n is not None:
+        if top_n.order:
+            order = ", ".join(
+                _unqualified(o).sql(dialect=_DIALECT, identify=True) for o in top_n.order
+            )
+            top_text = f"ORDER BY {order} LIMIT {top_n.rows}"
+        else:
+            top_text = f"LIMIT {top_n.rows}"
+        sql += " " + top_text
     holders = ref.holders or (ref.owner,)
     return Fragment(
         id=fragment_id,
@@ -417,6 +515,7 @@ def _fragment(
         columns=tuple(columns) if columns else (),
         filters=tuple(texts),
         version=ref.version,
+        top_n=top_text,
     )
 
 
