@@ -326,3 +326,51 @@ def test_limit_without_order_gives_that_many_matching_rows(mesh, sql):
     everything = mesh.expect(sql.split(" LIMIT ")[0])
     allowed = {tuple(r.values()) for r in everything.to_pylist()}
     assert all(tuple(r.values()) in allowed for r in got.to_pylist())
+
+
+AGGREGATES = [
+    "SELECT count(*), count(amount), sum(amount), min(amount), max(amount), avg(amount) "
+    "FROM orders",
+    "SELECT _node, count(*) FROM orders GROUP BY _node",
+    "SELECT _node, sku, sum(qty) AS units FROM orders GROUP BY _node, sku",
+    "SELECT sku, avg(qty), min(ordered_at), max(note) FROM orders GROUP BY sku",
+    "SELECT coupon, count(*) FROM orders GROUP BY coupon",
+    "SELECT count(*) FROM hamburg.orders",
+    "SELECT sum(amount), avg(qty) FROM hamburg.orders",
+    "SELECT sku, count(*) FROM hamburg.orders GROUP BY sku",
+    "SELECT qty, sum(amount * qty) AS revenue FROM orders WHERE amount > 10 GROUP BY qty",
+    "SELECT sku, sum(qty) AS u FROM orders GROUP BY sku HAVING sum(qty) > 30 ORDER BY u DESC, sku",
+    "SELECT sku, count(*) AS n FROM orders GROUP BY 1 ORDER BY n DESC, sku LIMIT 3",
+    "SELECT customer_id, max(amount) - min(amount) AS spread FROM berlin.orders "
+    "GROUP BY customer_id",
+    "SELECT count(*) * 2 AS twice FROM orders WHERE sku LIKE 'SKU-00%'",
+    "SELECT note, count(*) FROM orders GROUP BY note",
+    "SELECT sum(qty) FROM orders WHERE _node = 'munich'",
+    "SELECT avg(amount) FROM orders WHERE amount IS NULL",
+    "SELECT o.sku, count(*) FROM orders o GROUP BY o.sku",
+]
+
+
+@pytest.mark.parametrize("sql", AGGREGATES)
+def test_partial_aggregates_agree(mesh, sql):
+    expected = mesh.expect(sql)
+    got = mesh.ask(sql)
+    ordered = "ORDER BY" in sql
+    problem = first_difference(expected, got, ordered=ordered)
+    assert problem is None, f"{problem}\nplan:\n{mesh.plan(sql).explain()}"
+    assert got.schema.types == expected.schema.types
+
+
+def test_partial_aggregation_moves_groups_not_rows(mesh):
+    plan = mesh.plan("SELECT _node, sku, sum(qty) FROM orders GROUP BY _node, sku")
+    assert all(f.aggregate for f in plan.fragments)
+    moved = sum(
+        mesh.nodes[f.holders[0]]
+        .serve_fragment(f.owner, f.product, f.sql, f.version)
+        .read_all()
+        .num_rows
+        for f in plan.fragments
+    )
+    distinct = "SELECT count(*) AS n FROM (SELECT DISTINCT _node, sku FROM orders)"
+    groups = mesh.expect(distinct).column("n")[0].as_py()
+    assert moved <= groups

@@ -32,9 +32,13 @@ def test_projection_is_pushed():
     )
 
 
-def test_count_star_fetches_no_columns():
+def test_count_star_is_counted_at_the_node():
     (fragment,) = plan_query("SELECT count(*) FROM berlin.orders", TABLES).fragments
-    assert fragment.columns == ()
+    assert fragment.aggregate == "COUNT(*)"
+    (fragment,) = plan_query(
+        "SELECT count(*) FROM berlin.orders WHERE amount > random()", TABLES
+    ).fragments
+    assert fragment.columns == ("amount",) and not fragment.aggregate
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ class Fragment:
     # which also makes its result cacheable exactly. None reads the latest.
     version: int | None = None
     top_n: str = ""  # "ORDER BY ... LIMIT k" or "LIMIT k" applied at the node, if any
+    aggregate: str = ""  # the partial aggregation the node computes, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class Fragment:
             "filters": list(self.filters),
             "version": self.version,
             "top_n": self.top_n,
+            "aggregate": self.aggregate,
         }
 
 
@@ -97,6 +99,8 @@ class QueryPlan:
                     lines.append(f"    filters pushed down: {' AND '.join(fragment.filters)}")
                 else:
                     lines.append("    filters pushed down: none")
+                if fragment.aggregate:
+                    lines.append(f"    partial aggregate: {fragment.aggregate}")
                 if fragment.top_n:
                     lines.append(f"    top-N pushed down: {fragment.top_n}")
         lines.append("coordinator:")

@@ -44,6 +44,7 @@ from shoal.engine import (
     trusted_connection,
 )
 from shoal.errors import LockdownError, NotFoundError, UsageError
+from shoal.query.aggregates import PartialAggregation, plan_partial_aggregation
 from shoal.query.plan import Fragment, QueryPlan, TableRef
 
 __all__ = ["NODE_COLUMN", "plan_query"]
@@ -161,6 +162,24 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             )
         top_n = None
         if top_of[key] and sources_of[key] == 1 and not nullable[key]:
+            partial = plan_partial_aggregation(
+                tree,
+                occurrence.alias,
+                [ref.schema for ref in occurrence.refs],
+                _runs_every_filter(where_of[key], filters, occurrence),
+            )
+            if partial is not None:
+                replacement, made = _aggregate_fragments(
+                    occurrence, filters, partial, len(fragments)
+                )
+                fragments += made
+                occurrence.table.replace(replacement)
+                for aggregate, merged in partial.combines:
+                    aggregate.replace(merged)
+                # Every conjunct ran at every node, and the partial states no longer carry
+                # the columns it reads.
+                tree.set("where", None)
+                continue
             top_n = _top_n(tree, occurrence, filters)
         replacement, made = _push_down(
             occurrence, filters, names_used, wants_everything, len(fragments), top_n
@@ -325,6 +344,73 @@ def _output_columns(sql: str, occurrences: list[_Occurrence]) -> list[str]:
         session.expose(shapes, aliases=False)
         session.lock()
         return session.columns(sql)
+
+
+# -- partial aggregation ------------------------------------------------------------------
+def _runs_every_filter(
+    where: exp.Expr | None, filters: list[exp.Expr], occurrence: _Occurrence
+) -> bool:
+    """Whether every WHERE conjunct is pushed, and every owner can run every one."""
+    conjuncts = _conjuncts(where)
+    if len(filters) != len(conjuncts):
+        return False
+    for ref in occurrence.refs:
+        own = {f.name.lower() for f in ref.schema}
+        if not all(_reads_only(f, own) for f in filters):
+            return False
+    return True
+
+
+def _conjuncts(where: exp.Expr | None) -> list[exp.Expr]:
+    if where is None:
+        return []
+    return list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+
+
+def _aggregate_fragments(
+    occurrence: _Occurrence, filters: list[exp.Expr], partial: PartialAggregation, first_id: int
+) -> tuple[exp.Expr, list[Fragment]]:
+    """One grouping fragment per owner, and the union of their partial states."""
+    fragments = []
+    outputs = [*partial.keys, *(name for name, _ in partial.partials)]
+    for index, ref in enumerate(occurrence.refs):
+        select = [_quoted(k) for k in partial.keys] + [
+            f"{p.sql(dialect=_DIALECT, identify=True)} AS {_quoted(name)}"
+            for name, p in partial.partials
+        ]
+        sql = f"SELECT {', '.join(select)} FROM {_quoted(ref.owner)}.{_quoted(ref.product)}"
+        texts = [_unqualified(f).sql(dialect=_DIALECT, identify=True) for f in filters]
+        if texts:
+            sql += " WHERE " + " AND ".join(f"({t})" for t in texts)
+        if partial.keys:
+            sql += " GROUP BY " + ", ".join(_quoted(k) for k in partial.keys)
+        elif partial.grouped:
+            # Grouped only by _node: a node without rows must send no group, not a zero row.
+            sql += " HAVING COUNT(*) > 0"
+        fragments.append(
+            Fragment(
+                id=f"__shoal_f{first_id + index}",
+                owner=ref.owner,
+                product=ref.product,
+                holders=tuple(ref.holders or (ref.owner,)),
+                sql=sql,
+                columns=tuple(outputs),
+                filters=tuple(texts),
+                version=ref.version,
+                aggregate=partial.describe(),
+            )
+        )
+    parts = []
+    for fragment, ref in zip(fragments, occurrence.refs, strict=True):
+        select = [_quoted(c) for c in outputs]
+        if not occurrence.qualified:
+            select.append(f"{_literal(ref.owner)} AS {_quoted(NODE_COLUMN)}")
+        parts.append(f"SELECT {', '.join(select)} FROM {_quoted(fragment.id)}")
+    union = sqlglot.parse_one(" UNION ALL ".join(parts), read=_DIALECT)
+    replacement = exp.Subquery(
+        this=union, alias=exp.TableAlias(this=exp.to_identifier(occurrence.alias, quoted=True))
+    )
+    return replacement, fragments
 
 
 # -- top-N ------------------------------------------------------------------------------
