@@ -31,6 +31,7 @@ from shoal.config import resolve_home
 from shoal.errors import ShoalError, UsageError
 from shoal.node import Node
 from shoal.products import Mode
+from shoal.results import read_bounded
 from shoal.sources import SourceOptions, supported
 
 __all__ = ["app", "main"]
@@ -539,7 +540,9 @@ def _write_result(
     reader: pa.RecordBatchReader, fmt: str, output: Path | None, max_rows: int
 ) -> None:
     if fmt in ("table", "json"):
-        result = _read_bounded(reader, max_rows)
+        result = read_bounded(
+            reader, max_rows, hint="add LIMIT, or write it with --format csv|parquet -o FILE"
+        )
         if fmt == "table":
             _render_table(result, output)
         else:
@@ -578,20 +581,6 @@ def demo(
 
     if not run_demo(out, keep=keep, check=check, orders=orders):
         raise typer.Exit(1)
-
-
-def _read_bounded(reader: pa.RecordBatchReader, max_rows: int) -> pa.Table:
-    batches: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in reader:
-        rows += batch.num_rows
-        if rows > max_rows:
-            raise UsageError(
-                f"the result has more than {max_rows:,} rows",
-                hint="add LIMIT, or write it with --format csv|parquet -o FILE",
-            )
-        batches.append(batch)
-    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def _render_table(result: pa.Table, output: Path | None) -> None:

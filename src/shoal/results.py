@@ -14,7 +14,21 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["first_difference"]
+from shoal.errors import UsageError
+
+__all__ = ["first_difference", "read_bounded"]
+
+
+def read_bounded(reader: pa.RecordBatchReader, max_rows: int, *, hint: str) -> pa.Table:
+    """Read a whole result, refusing (UsageError with `hint`) past `max_rows` rows."""
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in reader:
+        rows += batch.num_rows
+        if rows > max_rows:
+            raise UsageError(f"the result has more than {max_rows:,} rows", hint=hint)
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def first_difference(

@@ -170,3 +170,17 @@ def test_publish_over_http(client, hub):
     )
     assert 400 <= answer.status_code < 500
     assert hub.products.latest_version("orders") == 2
+
+
+def test_json_results_are_bounded_and_arrow_streams(client):
+    too_many = client.post("/api/v1/query?format=json", json={"sql": "SELECT * FROM range(100001)"})
+    body = _assert_json_error(too_many, 400, "UsageError")
+    assert "Arrow" in body["hint"]
+    streamed = client.post("/api/v1/query", json={"sql": "SELECT * FROM range(100001)"})
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"] == ARROW_STREAM
+    assert pa.ipc.open_stream(streamed.content).read_all().num_rows == 100001
+    refused = client.post("/api/v1/query", json={"sql": "COPY (SELECT 1) TO 'x.csv'"})
+    _assert_json_error(refused, 403, "LockdownError")
+    unknown = client.post("/api/v1/query", json={"sql": "SELECT * FROM hq.ordrs"})
+    assert "hq.orders" in _assert_json_error(unknown, 404, "NotFoundError")["hint"]

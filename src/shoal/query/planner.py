@@ -400,17 +400,8 @@ def _aggregate_fragments(
                 aggregate=partial.describe(),
             )
         )
-    parts = []
-    for fragment, ref in zip(fragments, occurrence.refs, strict=True):
-        select = [_quoted(c) for c in outputs]
-        if not occurrence.qualified:
-            select.append(f"{_literal(ref.owner)} AS {_quoted(NODE_COLUMN)}")
-        parts.append(f"SELECT {', '.join(select)} FROM {_quoted(fragment.id)}")
-    union = sqlglot.parse_one(" UNION ALL ".join(parts), read=_DIALECT)
-    replacement = exp.Subquery(
-        this=union, alias=exp.TableAlias(this=exp.to_identifier(occurrence.alias, quoted=True))
-    )
-    return replacement, fragments
+    selects = [[_quoted(c) for c in outputs] for _ in fragments]
+    return _union(occurrence, fragments, selects), fragments
 
 
 # -- top-N ------------------------------------------------------------------------------
@@ -550,22 +541,34 @@ def _push_down(
             alias=exp.TableAlias(this=exp.to_identifier(occurrence.alias, quoted=True)),
         )
         return replacement, fragments
-    parts = []
-    for fragment, ref in zip(fragments, occurrence.refs, strict=True):
+    selects = []
+    for fragment in fragments:
         have = {c.lower() for c in fragment.columns}
-        select = [
-            _quoted(name)
-            if name.lower() in have
-            else f"CAST(NULL AS {_duck_type(dtype)}) AS {_quoted(name)}"
-            for name, dtype in needed
-        ]
-        select.append(f"{_literal(ref.owner)} AS {_quoted(NODE_COLUMN)}")
+        selects.append(
+            [
+                _quoted(name)
+                if name.lower() in have
+                else f"CAST(NULL AS {_duck_type(dtype)}) AS {_quoted(name)}"
+                for name, dtype in needed
+            ]
+        )
+    return _union(occurrence, fragments, selects), fragments
+
+
+def _union(
+    occurrence: _Occurrence, fragments: list[Fragment], selects: list[list[str]]
+) -> exp.Expr:
+    """What replaces the occurrence: its fragments' results under its alias, unioned, with
+    `_node` naming each row's owner when the name was a plain one."""
+    parts = []
+    for fragment, ref, select in zip(fragments, occurrence.refs, selects, strict=True):
+        if not occurrence.qualified:
+            select = [*select, f"{_literal(ref.owner)} AS {_quoted(NODE_COLUMN)}"]
         parts.append(f"SELECT {', '.join(select)} FROM {_quoted(fragment.id)}")
     union = sqlglot.parse_one(" UNION ALL ".join(parts), read=_DIALECT)
-    replacement = exp.Subquery(
+    return exp.Subquery(
         this=union, alias=exp.TableAlias(this=exp.to_identifier(occurrence.alias, quoted=True))
     )
-    return replacement, fragments
 
 
 def _fragment(

@@ -37,6 +37,7 @@ from shoal.mesh.tokens import read_request_token, request_caller
 from shoal.mesh.wire import AUTH_SCHEME
 from shoal.node import Node
 from shoal.products import Mode
+from shoal.results import read_bounded
 from shoal.server.limits import BodyLimit
 from shoal.server.metrics import Metrics
 
@@ -50,6 +51,7 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MAX_JSON_BODY = 16 * 1024 * 1024
 MAX_SQL_CHARS = 1024 * 1024
 MAX_JSON_ROWS = 100_000
+_JSON_HINT = "too many for JSON: ask for the Arrow stream (the default format) or add a LIMIT"
 
 
 class QueryRequest(BaseModel):
@@ -191,7 +193,9 @@ def create_app(
         try:
             if format == "json":
                 reader = await run_in_threadpool(node.query, request.sql)
-                table = await run_in_threadpool(_read_limited, reader, MAX_JSON_ROWS)
+                table = await run_in_threadpool(
+                    read_bounded, reader, MAX_JSON_ROWS, hint=_JSON_HINT
+                )
                 payload = json.dumps(
                     {
                         "columns": table.column_names,
@@ -300,19 +304,6 @@ def _publish_arrow(
         path = Path(scratch) / "upload.parquet"
         pq.write_table(table, path)
         return node.publish(name, str(path), mode=mode, key=keys or None).to_dict()
-
-
-def _read_limited(reader: pa.RecordBatchReader, limit: int) -> pa.Table:
-    batches, rows = [], 0
-    for batch in reader:
-        rows += batch.num_rows
-        if rows > limit:
-            raise UsageError(
-                f"the result has more than {limit} rows, too many for JSON",
-                hint="ask for the Arrow stream (the default format) or add a LIMIT",
-            )
-        batches.append(batch)
-    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def _ipc_chunks(first: pa.RecordBatch | None, reader: pa.RecordBatchReader) -> Iterator[bytes]:
