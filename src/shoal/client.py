@@ -9,13 +9,11 @@ Both answer the same methods with the same results; a remote error is raised as 
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from shoal.config import resolve_home
 from shoal.errors import ShoalError, UnavailableError, UsageError
@@ -110,25 +108,19 @@ class Mesh:
     def products(self) -> list[dict[str, Any]]:
         """Every product in the mesh: name, owner, version, rows, size, holders."""
         if self._node is not None:
-            from shoal.server.http import product_summary
-
-            return [product_summary(e) for e in self._node.mesh_products()]
+            return [e.summary() for e in self._node.mesh_products()]
         return list(self._json("GET", "/api/v1/products"))
 
     def describe(self, name: str) -> list[dict[str, Any]]:
         """The product(s) a name means, with columns, contract and latest checkpoint."""
         if self._node is not None:
-            from shoal.server.http import product_detail
-
-            return [product_detail(e) for e in self._node.find_products(name)]
+            return [e.detail() for e in self._node.find_products(name)]
         return list(self._json("GET", f"/api/v1/products/{name}"))
 
     def nodes(self) -> list[dict[str, Any]]:
         """The mesh's members with region, endpoints and state."""
         if self._node is not None:
-            from shoal.server.http import node_table
-
-            return node_table(self._node)
+            return self._node.members_view()
         return list(self._json("GET", "/api/v1/nodes"))
 
     # -- publishing ---------------------------------------------------------------------
@@ -145,12 +137,7 @@ class Mesh:
         if self._node is not None:
             if isinstance(data, str | Path):
                 return self._node.publish(name, str(data), mode=mode, key=key).to_dict()
-            table = _to_arrow(data)
-            self._node.home.tmp_dir.mkdir(exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=self._node.home.tmp_dir) as scratch:
-                path = Path(scratch) / "data.parquet"
-                pq.write_table(table, path)
-                return self._node.publish(name, str(path), mode=mode, key=key).to_dict()
+            return self._node.publish_table(name, _to_arrow(data), mode=mode, key=key).to_dict()
         if isinstance(data, str | Path):
             from shoal.sources import SourceOptions, open_source
 

@@ -10,6 +10,8 @@ import base64
 import difflib
 import logging
 import shutil
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shoal.config import Home, create_home, open_home
 from shoal.contracts import Contract, check_evolution, load_contract
@@ -125,6 +128,21 @@ class Node:
             log.info("re-reading %s with exact column types", source)
             exact = replace(base, exact_types=True)
             return self._publish_once(product, source, mode, key, contract, exact, progress)
+
+    def publish_table(
+        self,
+        product: str,
+        table: pa.Table,
+        *,
+        mode: Mode | str = Mode.APPEND,
+        key: Sequence[str] | None = None,
+    ) -> PublishResult:
+        """Publish an Arrow table held in memory (the API's uploads, the Python client)."""
+        self.home.tmp_dir.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.home.tmp_dir) as scratch:
+            path = Path(scratch) / "data.parquet"
+            pq.write_table(table, path)
+            return self.publish(product, str(path), mode=mode, key=key)
 
     def _publish_once(
         self,
@@ -346,6 +364,27 @@ class Node:
             checkpoint=self.checkpoint(name),
             holders=[self.name],
         )
+
+    def members_view(self) -> list[dict[str, Any]]:
+        """Members with region, endpoints, state, last contact and products held."""
+        held: dict[str, int] = {}
+        for entry in self.mesh_products():
+            for holder in entry.holders:
+                held[holder] = held.get(holder, 0) + 1
+        rows = []
+        for name, member in sorted(self.membership.members().items()):
+            if name == self.name:
+                state, last_seen = "self", time.time()
+            elif self.health is None:
+                state, last_seen = "unknown", None
+            else:
+                status = self.health.status(name)
+                state, last_seen = status.state.value, status.last_seen
+            rows.append(
+                member.summary()
+                | {"state": state, "last_seen": last_seen, "products": held.get(name, 0)}
+            )
+        return rows
 
     def mesh_products(self) -> list[CatalogEntry]:
         """Every product in the mesh, this node's own included (current even if not joined)."""

@@ -64,6 +64,28 @@ class CatalogEntry(BaseModel):
     def columns(self) -> list[dict[str, str]]:
         return [{"name": f.name, "type": str(f.type)} for f in self.arrow_schema()]
 
+    def summary(self) -> dict[str, Any]:
+        """The entry as product lists show it."""
+        return {
+            "name": self.key,
+            "owner": self.owner,
+            "product": self.product,
+            "version": self.version,
+            "rows": self.rows,
+            "size_bytes": self.size_bytes,
+            "last_publish": self.last_publish,
+            "contract_version": self.contract_version,
+            "holders": self.holders,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """The entry as `describe` shows it: with columns, contract and checkpoint."""
+        return self.summary() | {
+            "columns": self.columns(),
+            "contract": self.contract,
+            "checkpoint": self.checkpoint,
+        }
+
 
 def encode_schema(schema: pa.Schema) -> str:
     return base64.b64encode(schema.serialize().to_pybytes()).decode()

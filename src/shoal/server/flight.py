@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from shoal.errors import NotFoundError, RefusedError, ShoalError, TokenError, UsageError
+from shoal.errors import RefusedError, ShoalError, TokenError, UsageError
 from shoal.mesh.peers import FRAGMENT_PATH
 from shoal.mesh.tokens import read_request_token, request_caller
 from shoal.mesh.wire import AUTH_SCHEME, error_to_bytes
@@ -134,6 +134,4 @@ def _flight_error(error: ShoalError) -> flight.FlightError:
     extra = error_to_bytes(error)
     if isinstance(error, RefusedError):
         return flight.FlightUnauthorizedError(error.message, extra_info=extra)
-    if isinstance(error, NotFoundError | UsageError):
-        return flight.FlightServerError(error.message, extra_info=extra)
     return flight.FlightServerError(error.message, extra_info=extra)

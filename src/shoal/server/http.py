@@ -13,15 +13,12 @@ import binascii
 import io
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +28,6 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.errors import ShoalError, TokenError, UsageError
-from shoal.mesh.catalog import CatalogEntry
 from shoal.mesh.invites import Invites
 from shoal.mesh.tokens import read_request_token, request_caller
 from shoal.mesh.wire import AUTH_SCHEME
@@ -116,7 +112,7 @@ def create_app(
 
     @app.get("/api/v1/nodes", tags=["mesh"])
     def nodes() -> list[dict[str, Any]]:
-        return node_table(node)
+        return node.members_view()
 
     @app.post("/api/v1/mesh/join", tags=["mesh"])
     def join(request: JoinRequest) -> dict[str, Any]:
@@ -167,11 +163,11 @@ def create_app(
         entries = node.mesh_products()
         if not mesh:
             entries = [e for e in entries if e.owner == node.name]
-        return [product_summary(e) for e in entries]
+        return [e.summary() for e in entries]
 
     @app.get("/api/v1/products/{name}", tags=["products"])
     def describe(name: str) -> list[dict[str, Any]]:
-        return [product_detail(e) for e in node.find_products(name)]
+        return [e.detail() for e in node.find_products(name)]
 
     @app.post("/api/v1/products/{name}/versions", tags=["products"])
     async def publish(
@@ -222,51 +218,6 @@ def create_app(
     return app
 
 
-# -- helpers shared with the CLI's offline views -------------------------------------------
-def node_table(node: Node) -> list[dict[str, Any]]:
-    """Members with region, endpoints, state, last contact and products held."""
-    held: dict[str, int] = {}
-    for entry in node.mesh_products():
-        for holder in entry.holders:
-            held[holder] = held.get(holder, 0) + 1
-    rows = []
-    for name, member in sorted(node.membership.members().items()):
-        if name == node.name:
-            state, last_seen = "self", time.time()
-        elif node.health is None:
-            state, last_seen = "unknown", None
-        else:
-            status = node.health.status(name)
-            state, last_seen = status.state.value, status.last_seen
-        rows.append(
-            member.summary()
-            | {"state": state, "last_seen": last_seen, "products": held.get(name, 0)}
-        )
-    return rows
-
-
-def product_summary(entry: CatalogEntry) -> dict[str, Any]:
-    return {
-        "name": entry.key,
-        "owner": entry.owner,
-        "product": entry.product,
-        "version": entry.version,
-        "rows": entry.rows,
-        "size_bytes": entry.size_bytes,
-        "last_publish": entry.last_publish,
-        "contract_version": entry.contract_version,
-        "holders": entry.holders,
-    }
-
-
-def product_detail(entry: CatalogEntry) -> dict[str, Any]:
-    return product_summary(entry) | {
-        "columns": entry.columns(),
-        "contract": entry.contract,
-        "checkpoint": entry.checkpoint,
-    }
-
-
 def verify_caller(node: Node, request: Request, body: bytes, *, required: bool) -> str | None:
     """The member that signed this request; TokenError if the signature is bad."""
     header = request.headers.get("authorization", "")
@@ -299,11 +250,7 @@ def _publish_arrow(
         table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise UsageError(f"the body is not a valid Arrow IPC stream: {exc}") from exc
-    node.home.tmp_dir.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=node.home.tmp_dir) as scratch:
-        path = Path(scratch) / "upload.parquet"
-        pq.write_table(table, path)
-        return node.publish(name, str(path), mode=mode, key=keys or None).to_dict()
+    return node.publish_table(name, table, mode=mode, key=keys or None).to_dict()
 
 
 def _ipc_chunks(first: pa.RecordBatch | None, reader: pa.RecordBatchReader) -> Iterator[bytes]:
