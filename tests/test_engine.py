@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pyarrow as pa
 import pytest
 
@@ -131,3 +133,49 @@ def test_quote_identifier_round_trips(name):
         s.expose({("main", name): pa.table({"v": [1]})}, aliases=False)
         got = s.run(f"SELECT v FROM main.{quote_identifier(name)}").read_all()
         assert got.column("v")[0].as_py() == 1
+
+
+def _attached() -> int:
+    """Catalogs attached to the shared database of 256MB sessions, seen from a fresh one."""
+    with LockedSession(memory_limit="256MB") as probe:
+        count = probe.run("SELECT count(*) AS n FROM duckdb_databases()").read_all()
+        return int(count.column("n")[0].as_py()) - 1  # not the probe's own
+
+
+def test_sessions_sharing_a_database_see_only_their_own_tables():
+    first = LockedSession(memory_limit="256MB")
+    second = LockedSession(memory_limit="256MB")
+    first.expose({("berlin", "sales"): pa.table({"a": [1]})})
+    second.expose({("berlin", "sales"): pa.table({"a": [2]})})
+    first_reader = first.run("SELECT a FROM berlin.sales")
+    assert second.run("SELECT a FROM berlin.sales").read_all().column("a").to_pylist() == [2]
+    assert first_reader.read_all().column("a").to_pylist() == [1]
+    # Naming the other session's catalog reaches its view definitions, never its data:
+    # the views read Arrow objects registered on the other session's connection only.
+    other = second.run("SELECT database_name FROM duckdb_databases()").read_all()
+    names = [n for n in other.column("database_name").to_pylist() if n.startswith("__shoal")]
+    assert len(names) >= 2
+    for name in names:
+        try:
+            rows = second.run(f"SELECT a FROM {quote_identifier(name)}.berlin.sales").read_all()
+        except (NotFoundError, UsageError):
+            continue
+        assert rows.column("a").to_pylist() != [1]
+    first.close()
+    second.close()
+
+
+def test_sessions_release_their_catalog_when_closed_or_dropped():
+    before = _attached()
+    with LockedSession(memory_limit="256MB") as s:
+        s.expose({("berlin", "sales"): pa.table({"a": list(range(10))})})
+        assert _attached() == before + 1
+    assert _attached() == before
+    reader = LockedSession(memory_limit="256MB")
+    reader.expose({("main", "t"): pa.table({"a": [1, 2]})})
+    stream = reader.run("SELECT a FROM t")
+    del reader  # the stream keeps the session alive until it is read or dropped
+    assert stream.read_all().num_rows == 2
+    del stream
+    gc.collect()
+    assert _attached() == before

@@ -160,14 +160,22 @@ def nodes(as_json: JsonOption = False, at: AtOption = None, home: HomeOption = N
 @handles_errors
 def explain(
     query: Annotated[str, typer.Argument(help="One read-only SQL statement.")],
+    analyze: Annotated[
+        bool,
+        typer.Option(
+            "--analyze",
+            help="Run the query (rows are discarded) and show per fragment the rows and "
+            "bytes moved, cache hit or miss, node and transfer time, and time per stage.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     at: AtOption = None,
     home: HomeOption = None,
 ) -> None:
     """Show how a query is split: fragments per node, what is pushed down, what is left."""
     with mesh_for(at, home) as mesh:
-        plan = mesh.explain(query)
+        plan = mesh.explain(query, analyze=analyze)
     if as_json:
-        print_json(plan["plan"])
+        print_json({**plan["plan"], "analysis": plan["analysis"]} if analyze else plan["plan"])
     else:
         out.print(plan["text"], markup=False)

@@ -97,12 +97,26 @@ class Mesh:
         except pa.ArrowInvalid as exc:
             raise ShoalError(f"the node sent a broken result stream: {exc}") from exc
 
-    def explain(self, query: str) -> dict[str, Any]:
-        """The plan: fragments per node with what is pushed down, and the coordinator's part."""
+    def explain(self, query: str, *, analyze: bool = False) -> dict[str, Any]:
+        """The plan: fragments per node with what is pushed down, and the coordinator's part.
+
+        With `analyze`, the query also runs (its rows are discarded) and `analysis` says,
+        per fragment, the rows and bytes moved, cache hit or miss and the time at the node
+        and in transfer, and the time of planning, fetching and merging.
+        """
         if self._node is not None:
+            if analyze:
+                profile = self._node.analyze(query)
+                analysis = profile.to_dict()
+                return {
+                    "plan": analysis.pop("plan"),
+                    "analysis": analysis,
+                    "text": profile.explain(),
+                }
             plan = self._node.plan(query)
             return {"plan": plan.to_dict(), "text": plan.explain()}
-        return dict(self._json("POST", "/api/v1/explain", json={"sql": query}))
+        body = {"sql": query, "analyze": analyze}
+        return dict(self._json("POST", "/api/v1/explain", json=body))
 
     # -- catalog ------------------------------------------------------------------------
     def products(self) -> list[dict[str, Any]]:

@@ -48,12 +48,12 @@ class Settings(BaseModel):
     )
     sql_memory_limit: str = Field(
         default="2GB",
-        description="Most memory one SQL query may use in DuckDB (e.g. 512MB, 4GB).",
+        description="Memory the node's SQL queries may use together (e.g. 512MB, 4GB).",
     )
     sql_threads: int = Field(
         default=0,
         ge=0,
-        description="Threads per SQL query; 0 lets DuckDB use every core.",
+        description="Threads the node's SQL queries share; 0 lets DuckDB use every core.",
     )
     sql_max_rows: int = Field(
         default=1_000_000,

@@ -12,7 +12,10 @@ Two kinds:
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -62,22 +65,28 @@ def trusted_connection(*, threads: int = 0, memory_limit: str | None = None) -> 
 
 
 class LockedSession:
-    """A DuckDB session that runs one untrusted, read-only statement at a time."""
+    """A DuckDB session that runs one untrusted, read-only statement at a time.
+
+    Opening a DuckDB database costs about 20 ms, more than a small query, so sessions share
+    one locked-down in-memory database per (memory_limit, threads) and each gets its own
+    connection to it (a cursor, microseconds). A session's tables live in a catalog of its
+    own (an attached in-memory database it `USE`s) as views over Arrow objects registered
+    on its connection only: another session resolves those names to its own registrations,
+    so no session can read another's data. The shared database's configuration is locked
+    before any session exists, and the memory limit bounds all sessions together.
+    """
 
     def __init__(self, *, memory_limit: str = "2GB", threads: int = 0) -> None:
-        config: dict[str, Any] = {
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "allow_unsigned_extensions": False,
-            "python_enable_replacements": False,
-            "memory_limit": memory_limit,
-        }
-        if threads:
-            config["threads"] = threads
-        self._con: Any = duckdb.connect(":memory:", config=config)
+        root = _shared_database(memory_limit, threads)
+        with _ROOTS_LOCK:
+            self._con: Any = root.cursor()
+            self._catalog = f"__shoal_session_{next(_SESSION_NUMBERS)}"
+        self._con.execute(f"ATTACH ':memory:' AS {quote_identifier(self._catalog)}")
+        self._con.execute(f"USE {quote_identifier(self._catalog)}")
         self._locked = False
+        # Detach the session's catalog when the session (and every reader it gave out,
+        # which keeps it alive) is gone, even if nobody called close().
+        self._release = weakref.finalize(self, _release, self._con, self._catalog)
 
     def expose(self, tables: Mapping[tuple[str, str], Any], *, aliases: bool = True) -> None:
         """Make Arrow tables or datasets visible as `schema.name` (and plain `name`).
@@ -102,15 +111,22 @@ class LockedSession:
                 )
 
     def lock(self) -> None:
-        """Freeze the configuration; from here on only the statement gate decides."""
-        self._con.execute("SET lock_configuration = true")
+        """From here on only the statement gate decides (the configuration is locked
+        already, for every session)."""
         self._locked = True
 
     def run(self, sql: str) -> pa.RecordBatchReader:
         """Run one read-only statement and stream its result as Arrow batches."""
         with _sql_errors():
             relation = self._relation(sql)
-            return relation.to_arrow_reader(65_536)
+            reader = relation.to_arrow_reader(65_536)
+        return pa.RecordBatchReader.from_batches(reader.schema, self._kept_open(reader))
+
+    def _kept_open(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        # The reader reads views of this session's catalog: holding `self` here keeps the
+        # catalog attached until the last batch was read or the reader is dropped.
+        with _sql_errors():
+            yield from reader
 
     def columns(self, sql: str) -> list[str]:
         """Bind one read-only statement without running it; give its column names."""
@@ -127,7 +143,7 @@ class LockedSession:
         return relation
 
     def close(self) -> None:
-        self._con.close()
+        self._release()
 
     def __enter__(self) -> LockedSession:
         return self
@@ -153,6 +169,45 @@ class LockedSession:
                 f"{kind} statements are not allowed; only one read-only SELECT per call"
             )
         return str(statement.query)
+
+
+_ROOTS: dict[tuple[str, int], Any] = {}
+_ROOTS_LOCK = threading.Lock()
+_SESSION_NUMBERS = itertools.count()
+
+
+def _shared_database(memory_limit: str, threads: int) -> Any:
+    """The locked-down database sessions with these limits connect to (made once)."""
+    key = (memory_limit, threads)
+    with _ROOTS_LOCK:
+        root = _ROOTS.get(key)
+        if root is None:
+            config: dict[str, Any] = {
+                "enable_external_access": False,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "allow_community_extensions": False,
+                "allow_unsigned_extensions": False,
+                "python_enable_replacements": False,
+                "memory_limit": memory_limit,
+            }
+            if threads:
+                config["threads"] = threads
+            root = duckdb.connect(":memory:", config=config)
+            root.execute("SET lock_configuration = true")
+            _ROOTS[key] = root
+        return root
+
+
+def _release(con: Any, catalog: str) -> None:
+    """Drop a session's catalog and close its connection."""
+    try:
+        con.execute("USE memory")
+        con.execute(f"DETACH {quote_identifier(catalog)}")
+    except duckdb.Error as exc:  # a closed or broken connection: nothing left to free
+        log.debug("releasing %s: %s", catalog, exc)
+    finally:
+        con.close()
 
 
 @contextmanager

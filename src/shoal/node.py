@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import difflib
+import functools
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from shoal.products.history import ProductHistory, locked_product, recover_all, 
 from shoal.products.publish import Progress, check_current_data
 from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
 from shoal.query.cache import FragmentCache, fragment_key
+from shoal.query.profile import QueryProfile
 from shoal.sources import KINDS, SourceOptions, open_source
 
 __all__ = ["Node"]
@@ -55,6 +56,9 @@ class Node:
         self.products = ProductStore(home)
         # Set by the server, which pings peers; a CLI process has no health view.
         self.health: PeerHealth | None = None
+        # Called with the profile of every federated query once its result was read (the
+        # server exports them as metrics).
+        self.on_query: list[Callable[[QueryProfile], None]] = []
         self._own_fingerprints: dict[str, tuple[str, int]] = {}
         self.products.sweep_staging()
         recover_all(self.products)
@@ -298,27 +302,22 @@ class Node:
         names = self.products.names() if only is None else list(only)
         pinned = versions or {}
         tables = {
-            (self.name, name): (
-                self.products.table_at(name, pinned[name]).to_pyarrow_dataset()
-                if name in pinned
-                else self.products.dataset(name)
-            )
-            for name in names
+            (self.name, name): self.products.snapshot(name, pinned.get(name))[1] for name in names
         }
         session.expose(tables)
         session.lock()
         return session.run(query)
 
     # -- the mesh -----------------------------------------------------------------------
-    @cached_property
+    @functools.cached_property
     def membership(self) -> Membership:
         return Membership(self.home)
 
-    @cached_property
+    @functools.cached_property
     def catalog(self) -> Catalog:
         return Catalog(self.home, self.membership)
 
-    @cached_property
+    @functools.cached_property
     def fragment_client(self) -> FragmentClient:
         return FragmentClient(
             self.home, self.membership, self.health, timeout=self.home.settings.query_timeout
@@ -421,9 +420,8 @@ class Node:
 
         tables = {}
         for name in self.products.names():
-            table = self.products.table(name)
-            schema = table.to_pyarrow_dataset().schema
-            tables[self.name, name] = TableRef(self.name, name, schema, version=table.version())
+            version, dataset = self.products.snapshot(name)
+            tables[self.name, name] = TableRef(self.name, name, dataset.schema, version=version)
         if self.membership.joined():
             for entry in self.catalog.entries():
                 if (entry.owner, entry.product) not in tables:
@@ -441,53 +439,93 @@ class Node:
 
         return plan_query(query, self.mesh_tables())
 
-    def query(self, query: str) -> pa.RecordBatchReader:
-        """Answer one read-only statement over the products of every node in the mesh."""
+    def query(
+        self,
+        query: str,
+        profile: QueryProfile | None = None,
+        on_done: Callable[[QueryProfile], None] | None = None,
+    ) -> pa.RecordBatchReader:
+        """Answer one read-only statement over the products of every node in the mesh.
 
+        With a `profile`, where the time and the bytes went is recorded in it as the result
+        is read; `on_done` (or else the node's `on_query` hooks) runs after the last batch.
+        """
+        profile = profile if profile is not None else QueryProfile()
+        started = time.perf_counter()
+        plan = profile.plan = self.plan(query)
+        profile.planning_seconds += time.perf_counter() - started
         settings = self.home.settings
         return execute_plan(
-            self.plan(query),
-            self.run_fragment,
+            plan,
+            functools.partial(self.run_fragment, profile=profile),
             memory_limit=settings.sql_memory_limit,
             threads=settings.sql_threads,
+            profile=profile,
+            on_done=on_done or self._queried,
         )
 
-    def run_fragment(self, fragment: Fragment) -> pa.RecordBatchReader:
+    def analyze(self, query: str) -> QueryProfile:
+        """Run `query` to the end, discarding its rows: its plan and where the time went."""
+        profile = QueryProfile()
+        for _ in self.query(query, profile):
+            pass
+        return profile
+
+    def _queried(self, profile: QueryProfile) -> None:
+        for hook in self.on_query:
+            hook(profile)
+
+    def run_fragment(
+        self, fragment: Fragment, profile: QueryProfile | None = None
+    ) -> pa.RecordBatchReader:
         """Run one fragment where its data is (here, or at the first holder), or answer it
         from the exact cache when the same fragment already ran over the same version."""
+        holders = fragment.holders or (fragment.owner,)
+        run = profile.run(fragment.id, holders[0]) if profile is not None else None
         key = fragment_key(fragment, caller=None)
         if key is not None:
             cached = self.fragment_cache.get(key)
             if cached is not None:
+                if run is not None:
+                    run.cached, run.node_seconds = True, 0.0
                 return cached.to_reader()
-        holders = fragment.holders or (fragment.owner,)
+        started = time.perf_counter()
         if self.name in holders:
-            reader = self.serve_fragment(
-                fragment.owner, fragment.product, fragment.sql, fragment.version
-            )
+            table = self.serve_fragment(
+                fragment.owner, fragment.product, fragment.sql, fragment.version, fragment.also
+            ).read_all()
+            node_seconds: float | None = time.perf_counter() - started
         else:
-            reader = self.fragment_client.run(fragment, holders[0])
-        if key is None:
-            return reader
-        table = reader.read_all()
-        self.fragment_cache.put(key, table)
+            table, node_seconds = self.fragment_client.run(fragment, holders[0])
+        if run is not None:
+            run.node_seconds = node_seconds
+        if key is not None:
+            self.fragment_cache.put(key, table)
         return table.to_reader()
 
-    @cached_property
+    @functools.cached_property
     def fragment_cache(self) -> FragmentCache:
         return FragmentCache(self.home.settings.fragment_cache_mb * 1024 * 1024)
 
     def serve_fragment(
-        self, owner: str, product: str, sql: str, version: int | None = None
+        self,
+        owner: str,
+        product: str,
+        sql: str,
+        version: int | None = None,
+        also: Sequence[tuple[str, int | None]] = (),
     ) -> pa.RecordBatchReader:
-        """Run a fragment a coordinator sent for one of this node's products, at the Delta
-        version it names (the latest if none)."""
+        """Run a fragment a coordinator sent for this node's products: `product` at the
+        Delta version it names (the latest if none), and the `also` products with theirs.
+        The SQL sees those products only."""
         if owner != self.name:
             raise NotFoundError(f"node '{self.name}' does not hold {owner}.{product}")
-        if not self.products.exists(product):
-            raise NotFoundError(f"node '{self.name}' has no product '{product}'")
-        versions = {product: version} if version is not None else None
-        return self.sql(sql, only=[product], versions=versions)
+        wanted = {product: version, **dict(also)}
+        for name in wanted:
+            if not self.products.exists(name):
+                raise NotFoundError(f"node '{self.name}' has no product '{name}'")
+        versions = {name: v for name, v in wanted.items() if v is not None}
+        return self.sql(sql, only=list(wanted), versions=versions or None)
 
 
 def read_contract_file(path: Path) -> Contract:

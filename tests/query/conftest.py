@@ -98,7 +98,9 @@ class Mesh:
         plan = self.plan(sql)
 
         def run(f):
-            return self.nodes[f.holders[0]].serve_fragment(f.owner, f.product, f.sql, f.version)
+            return self.nodes[f.holders[0]].serve_fragment(
+                f.owner, f.product, f.sql, f.version, f.also
+            )
 
         return execute_plan(plan, run).read_all()
 

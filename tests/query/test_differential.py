@@ -366,7 +366,7 @@ def test_partial_aggregation_moves_groups_not_rows(mesh):
     assert all(f.aggregate for f in plan.fragments)
     moved = sum(
         mesh.nodes[f.holders[0]]
-        .serve_fragment(f.owner, f.product, f.sql, f.version)
+        .serve_fragment(f.owner, f.product, f.sql, f.version, f.also)
         .read_all()
         .num_rows
         for f in plan.fragments
@@ -374,3 +374,34 @@ def test_partial_aggregation_moves_groups_not_rows(mesh):
     distinct = "SELECT count(*) AS n FROM (SELECT DISTINCT _node, sku FROM orders)"
     groups = mesh.expect(distinct).column("n")[0].as_py()
     assert moved <= groups
+
+
+# Statements whose products all live on one node: they run there whole (with ordering kept).
+COLOCATED = [
+    "SELECT o.order_id, c.name FROM berlin.orders o JOIN berlin.customers c "
+    "USING (customer_id) ORDER BY o.order_id LIMIT 20",
+    "WITH big AS (SELECT customer_id, sum(amount) AS s FROM berlin.orders GROUP BY 1) "
+    "SELECT c.city, max(b.s) FROM big b JOIN berlin.customers c USING (customer_id) "
+    "GROUP BY c.city ORDER BY c.city NULLS FIRST",
+    "SELECT o.customer_id, c.customer_id, rank() OVER (PARTITION BY c.city ORDER BY o.order_id) "
+    "FROM berlin.orders o JOIN berlin.customers c ON o.customer_id = c.customer_id "
+    "ORDER BY 3, 1, o.order_id",
+    "SELECT * FROM customers WHERE vip ORDER BY customer_id",
+    "SELECT _node, count(*) FROM catalogue GROUP BY _node",
+    "SELECT count(*), sum(amount) FROM hamburg.orders",
+    "SELECT name FROM berlin.customers WHERE customer_id IN "
+    "(SELECT customer_id FROM berlin.orders WHERE amount > 70) ORDER BY name",
+]
+
+
+@pytest.mark.parametrize("sql", COLOCATED)
+def test_colocated_statements_run_whole_and_agree(mesh, sql):
+    plan = mesh.plan(sql)
+    (fragment,) = plan.fragments
+    assert fragment.pushed.startswith("the whole statement"), plan.explain()
+    expected = mesh.expect(sql)
+    got = mesh.ask(sql)
+    problem = first_difference(expected, got, ordered="ORDER BY" in sql)
+    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
+    assert got.schema.types == expected.schema.types
+    assert got.column_names == expected.column_names

@@ -21,11 +21,11 @@ def _fragment(plan, owner):
 
 
 def test_projection_is_pushed():
-    plan = plan_query("SELECT amount FROM berlin.orders", TABLES)
-    (fragment,) = plan.fragments
+    plan = plan_query("SELECT amount FROM orders", TABLES)
+    fragment = _fragment(plan, "berlin")
     assert fragment.columns == ("amount",)
     assert fragment.sql == 'SELECT "amount" FROM "berlin"."orders"'
-    assert plan_query("SELECT * FROM berlin.orders", TABLES).fragments[0].columns == (
+    assert _fragment(plan_query("SELECT * FROM orders", TABLES), "berlin").columns == (
         "order_id",
         "amount",
         "city",
@@ -33,11 +33,11 @@ def test_projection_is_pushed():
 
 
 def test_count_star_is_counted_at_the_node():
-    (fragment,) = plan_query("SELECT count(*) FROM berlin.orders", TABLES).fragments
+    fragment = _fragment(plan_query("SELECT count(*) FROM orders", TABLES), "berlin")
     assert fragment.aggregate == "COUNT(*)"
-    (fragment,) = plan_query(
-        "SELECT count(*) FROM berlin.orders WHERE amount > random()", TABLES
-    ).fragments
+    fragment = _fragment(
+        plan_query("SELECT count(*) FROM orders WHERE amount > random()", TABLES), "berlin"
+    )
     assert fragment.columns == ("amount",) and not fragment.aggregate
 
 
@@ -58,8 +58,8 @@ def test_count_star_is_counted_at_the_node():
     ],
 )
 def test_each_filter_kind_is_pushed(predicate):
-    plan = plan_query(f"SELECT order_id FROM berlin.orders WHERE {predicate}", TABLES)
-    (fragment,) = plan.fragments
+    plan = plan_query(f"SELECT order_id FROM orders WHERE {predicate}", TABLES)
+    fragment = _fragment(plan, "berlin")
     assert len(fragment.filters) == 1
     assert " WHERE " in fragment.sql
 
@@ -124,7 +124,7 @@ def test_a_cte_shadows_a_product():
 
 def test_each_occurrence_gets_its_own_fragment():
     plan = plan_query(
-        "SELECT * FROM berlin.orders a JOIN berlin.orders b ON a.order_id = b.order_id "
+        "SELECT * FROM berlin.orders a JOIN munich.orders b ON a.order_id = b.order_id "
         "WHERE a.amount > 1 AND b.amount < 5",
         TABLES,
     )
@@ -254,10 +254,8 @@ def test_top_n_runs_at_every_node():
         assert fragment.top_n == 'ORDER BY "amount" DESC, "order_id" LIMIT 7'
         assert fragment.sql.endswith("LIMIT 7")
     assert "top-N pushed down" in plan.explain()
-    positional = plan_query(
-        "SELECT order_id, amount AS a FROM berlin.orders ORDER BY 2 LIMIT 3", TABLES
-    )
-    assert positional.fragments[0].top_n == 'ORDER BY "amount" LIMIT 3'
+    positional = plan_query("SELECT order_id, amount AS a FROM orders ORDER BY 2 LIMIT 3", TABLES)
+    assert _fragment(positional, "berlin").top_n == 'ORDER BY "amount" LIMIT 3'
     bare = plan_query("SELECT * FROM orders LIMIT 4", TABLES)
     assert [f.top_n for f in bare.fragments] == ["LIMIT 4", "LIMIT 4"]
 
@@ -286,3 +284,37 @@ def test_top_n_stays_at_the_coordinator_when_unsafe(sql):
 def test_a_node_lacking_a_sort_column_sends_all_its_filtered_rows():
     plan = plan_query("SELECT city FROM orders ORDER BY city LIMIT 2", TABLES)
     assert _fragment(plan, "berlin").top_n and not _fragment(plan, "munich").top_n
+
+
+def test_a_statement_over_one_node_runs_there_whole():
+    tables = [*TABLES, TableRef("hq", "prices", pa.schema([("sku", pa.string())]), version=4)]
+    sql = (
+        "WITH cheap AS (SELECT sku FROM hq.catalogue WHERE price < 3) "
+        "SELECT c.sku, count(*) OVER () FROM cheap c JOIN hq.prices p USING (sku) "
+        "WHERE c.sku IN (SELECT sku FROM catalogue)"
+    )
+    plan = plan_query(sql, tables)
+    (fragment,) = plan.fragments
+    assert fragment.owner == "hq" and fragment.pushed.startswith("the whole statement")
+    assert {fragment.product, *(name for name, _ in fragment.also)} == {"catalogue", "prices"}
+    assert dict(fragment.also)["prices"] == 4
+    assert fragment.columns == ("__shoal_c0", "__shoal_c1")
+    assert plan.columns == ("sku", "count() OVER ()")
+    # A plain name owned by one node gets its _node column at that node.
+    assert "'hq' AS \"_node\"" in fragment.sql
+    assert "runs at the node: the whole statement" in plan.explain()
+    # Products of two owners, or a plain name two nodes own, are split as before.
+    assert len(plan_query("SELECT * FROM berlin.orders, hq.catalogue", TABLES).fragments) == 2
+    assert len(plan_query("SELECT count(*) FROM orders", TABLES).fragments) == 2
+
+
+def test_a_co_located_statement_needs_a_node_holding_every_product():
+    tables = [
+        TableRef("hq", "catalogue", ORDERS, holders=("hq", "replica")),
+        TableRef("hq", "prices", ORDERS, holders=("replica",)),
+    ]
+    sql = "SELECT * FROM hq.catalogue JOIN hq.prices USING (order_id)"
+    (fragment,) = plan_query(sql, tables).fragments
+    assert fragment.holders == ("replica",)
+    tables[1] = TableRef("hq", "prices", ORDERS, holders=("elsewhere",))
+    assert len(plan_query(sql, tables).fragments) == 2

@@ -184,3 +184,37 @@ def test_json_results_are_bounded_and_arrow_streams(client):
     _assert_json_error(refused, 403, "LockdownError")
     unknown = client.post("/api/v1/query", json={"sql": "SELECT * FROM hq.ordrs"})
     assert "hq.orders" in _assert_json_error(unknown, 404, "NotFoundError")["hint"]
+
+
+def test_explain_analyze_runs_the_query_and_reports_it(client):
+    sql = "SELECT count(*) AS n, sum(amount) AS s FROM orders"
+    plain = client.post("/api/v1/explain", json={"sql": sql})
+    assert plain.status_code == 200 and "analysis" not in plain.json()
+    response = client.post("/api/v1/explain", json={"sql": sql, "analyze": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    analysis = body["analysis"]
+    assert analysis["result_rows"] == 1
+    [run] = analysis["fragments"]
+    assert run["node"] == "hq" and run["rows"] == 1 and run["cache"] == "miss"
+    assert run["node_seconds"] is not None
+    assert "analysis:" in body["text"] and "1 row," in body["text"]
+    again = client.post("/api/v1/explain", json={"sql": sql, "analyze": True}).json()
+    assert again["analysis"]["fragments"][0]["cache"] == "hit"
+    metrics = client.get("/metrics").text
+    assert 'shoal_fragment_cache_total{result="hit"} 1.0' in metrics
+    assert 'shoal_fragment_cache_total{result="miss"} 1.0' in metrics
+    assert 'shoal_query_rows_moved_total{node="hq"} 1.0' in metrics
+
+
+def test_explain_analyze_refuses_bad_input(client):
+    _assert_json_error(
+        client.post("/api/v1/explain", json={"sql": "SELECT 1", "analyze": "x"}), 422
+    )
+    _assert_json_error(
+        client.post("/api/v1/explain", json={"sql": "DROP TABLE orders", "analyze": True}), 403
+    )
+    _assert_json_error(
+        client.post("/api/v1/explain", json={"sql": "SELECT nope FROM orders", "analyze": True}),
+        400,
+    )

@@ -72,8 +72,10 @@ class FragmentClient:
         self._clients: dict[str, flight.FlightClient] = {}
         self._lock = threading.Lock()
 
-    def run(self, fragment: Fragment, holder: str) -> pa.RecordBatchReader:
-        """Run `fragment` at peer `holder`; UnavailableError names the node if it fails."""
+    def run(self, fragment: Fragment, holder: str) -> tuple[pa.Table, float | None]:
+        """Run `fragment` at peer `holder`: its whole result, and the seconds the peer says
+        its engine spent on it (None if it did not say). UnavailableError names the node if
+        it fails."""
         what = f"{fragment.owner}.{fragment.product}"
         member = self.membership.member(holder)
         if self.health is not None and self.health.is_down(holder):
@@ -93,6 +95,7 @@ class FragmentClient:
                     "product": fragment.product,
                     "sql": fragment.sql,
                     "version": fragment.version,
+                    "also": [[name, version] for name, version in fragment.also],
                 }
             }
         ).encode()
@@ -102,7 +105,8 @@ class FragmentClient:
             headers=[(k.encode(), v.encode()) for k, v in headers.items()],
         )
         try:
-            table = self._client(member).do_get(flight.Ticket(ticket), options).read_all()
+            stream = self._client(member).do_get(flight.Ticket(ticket), options)
+            table, node_seconds = _read_timed(stream)
         except flight.FlightTimedOutError as exc:
             raise UnavailableError(
                 f"node '{holder}' did not answer within {self.timeout:g} s for {what}"
@@ -112,7 +116,7 @@ class FragmentClient:
             raise UnavailableError(f"node '{holder}' cannot be reached for {what}") from exc
         except flight.FlightError as exc:
             raise _remote_error(exc, holder, what) from exc
-        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+        return table, node_seconds
 
     def _client(self, member: Member) -> flight.FlightClient:
         with self._lock:
@@ -133,6 +137,30 @@ class FragmentClient:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
+
+
+def _read_timed(stream: flight.FlightStreamReader) -> tuple[pa.Table, float | None]:
+    """Every batch of a fragment's stream, and the last engine time its node reported."""
+    batches = []
+    node_seconds = None
+    while True:
+        try:
+            chunk = stream.read_chunk()
+        except StopIteration:
+            break
+        if chunk.data is not None:
+            batches.append(chunk.data)
+        if chunk.app_metadata is not None:
+            node_seconds = _reported_seconds(chunk.app_metadata.to_pybytes())
+    return pa.Table.from_batches(batches, schema=stream.schema), node_seconds
+
+
+def _reported_seconds(metadata: bytes) -> float | None:
+    try:
+        value = json.loads(metadata).get("node_seconds")
+    except (ValueError, AttributeError):
+        return None  # a peer of another version, or noise: the figure is only informative
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
 
 
 def _remote_error(exc: flight.FlightError, holder: str, what: str) -> ShoalError:

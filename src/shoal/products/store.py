@@ -16,8 +16,11 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -39,6 +42,9 @@ from shoal.names import check_name
 __all__ = ["ProductInfo", "ProductStore", "VersionInfo", "rows_changed"]
 
 META_PREFIX = "shoal."
+# A Delta commit file: `_delta_log/<20-digit version>.json` exists only once committed.
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+SNAPSHOTS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,10 @@ class ProductStore:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.root = home.products_dir
+        # Opened Delta versions for queries, most recently used last: a version never
+        # changes, and opening a table costs milliseconds, more than a small query.
+        self._snapshots: OrderedDict[tuple[str, int], pads.Dataset] = OrderedDict()
+        self._snapshots_lock = threading.Lock()
         # Each product log's state, kept between publishes (checked against the files).
         self.log_states: dict[Path, LogState] = {}
 
@@ -195,6 +205,39 @@ class ProductStore:
                 f"product '{name}' has no table version {delta_version} on node "
                 f"'{self.home.settings.name}'"
             ) from exc
+
+    def latest_delta_version(self, name: str) -> int | None:
+        """The newest committed Delta version of the product, None if it has none.
+
+        Read from the commit files' names, which is cheaper than opening the table and is
+        exact: a commit file appears only when its commit is complete.
+        """
+        try:
+            entries = os.scandir(self.table_dir(name) / "_delta_log")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        with entries:
+            found = (_COMMIT_FILE.match(entry.name) for entry in entries)
+            return max((int(m.group(1)) for m in found if m is not None), default=None)
+
+    def snapshot(self, name: str, delta_version: int | None = None) -> tuple[int, pads.Dataset]:
+        """The product at a Delta version (the latest if None) as a dataset DuckDB can
+        scan, and that version; what queries read. Opened versions are kept (LRU)."""
+        version = self.latest_delta_version(name) if delta_version is None else delta_version
+        if version is None:
+            raise NotFoundError(f"no product '{name}' on node '{self.home.settings.name}'")
+        key = (check_name(name, "product"), version)
+        with self._snapshots_lock:
+            dataset = self._snapshots.get(key)
+            if dataset is not None:
+                self._snapshots.move_to_end(key)
+                return version, dataset
+        dataset = self.table_at(name, version).to_pyarrow_dataset()
+        with self._snapshots_lock:
+            self._snapshots[key] = dataset
+            while len(self._snapshots) > SNAPSHOTS_KEPT:
+                self._snapshots.popitem(last=False)
+        return version, dataset
 
     def contract(self, name: str) -> Contract:
         path = self.contract_path(name)

@@ -36,7 +36,10 @@ def fragment_key(fragment: Fragment, caller: str | None) -> CacheKey | None:
     """The fragment's cache key, or None when its result cannot be cached exactly."""
     if fragment.version is None:
         return None
-    return CacheKey(fragment.sql, fragment.owner, fragment.product, fragment.version, caller or "")
+    if any(version is None for _, version in fragment.also):
+        return None
+    product = ",".join([fragment.product, *(f"{n}@{v}" for n, v in fragment.also)])
+    return CacheKey(fragment.sql, fragment.owner, product, fragment.version, caller or "")
 
 
 class FragmentCache:

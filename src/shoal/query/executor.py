@@ -9,6 +9,7 @@ results.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 from shoal.engine import LockedSession
 from shoal.errors import ShoalError
 from shoal.query.plan import Fragment, QueryPlan
+from shoal.query.profile import QueryProfile, profiled_reader
 
 __all__ = ["FragmentRunner", "execute_plan"]
 
@@ -30,19 +32,31 @@ def execute_plan(
     memory_limit: str = "2GB",
     threads: int = 0,
     max_parallel: int = 8,
+    profile: QueryProfile | None = None,
+    on_done: Callable[[QueryProfile], None] | None = None,
 ) -> pa.RecordBatchReader:
-    """Run `plan`; fragments go to `run_fragment`, which may run them anywhere."""
+    """Run `plan`; fragments go to `run_fragment`, which may run them anywhere.
+
+    With a `profile`, the fragments' rows, bytes and times and the merge time are recorded
+    in it (the merge as the returned reader is read; `on_done` runs after its last batch).
+    """
+    profile = profile if profile is not None else QueryProfile()
     results: dict[str, pa.Table] = {}
+    started = time.perf_counter()
     if plan.fragments:
         workers = max(1, min(max_parallel, len(plan.fragments)))
         with ThreadPoolExecutor(workers, thread_name_prefix="fragment") as pool:
-            futures = {f.id: pool.submit(_fetch, run_fragment, f) for f in plan.fragments}
+            futures = {f.id: pool.submit(_fetch, run_fragment, f, profile) for f in plan.fragments}
             for fragment_id, future in futures.items():
                 results[fragment_id] = future.result()
+    merging = time.perf_counter()
+    profile.fetch_seconds += merging - started
     session = LockedSession(memory_limit=memory_limit, threads=threads)
     session.expose({("main", fid): table for fid, table in results.items()}, aliases=False)
     session.lock()
-    return _renamed(session.run(plan.final_sql), plan.columns)
+    reader = _renamed(session.run(plan.final_sql), plan.columns)
+    profile.merge_seconds += time.perf_counter() - merging
+    return profiled_reader(reader, profile, on_done)
 
 
 def _renamed(reader: pa.RecordBatchReader, names: tuple[str, ...]) -> pa.RecordBatchReader:
@@ -57,8 +71,10 @@ def _renamed(reader: pa.RecordBatchReader, names: tuple[str, ...]) -> pa.RecordB
     return pa.RecordBatchReader.from_batches(schema, batches)
 
 
-def _fetch(run_fragment: FragmentRunner, fragment: Fragment) -> pa.Table:
+def _fetch(run_fragment: FragmentRunner, fragment: Fragment, profile: QueryProfile) -> pa.Table:
     node = fragment.holders[0] if fragment.holders else fragment.owner
+    run = profile.run(fragment.id, node)
+    started = time.perf_counter()
     try:
         table = run_fragment(fragment).read_all()
     except ShoalError as exc:
@@ -77,4 +93,7 @@ def _fetch(run_fragment: FragmentRunner, fragment: Fragment) -> pa.Table:
             f"node '{node}' answered {fragment.owner}.{fragment.product} with columns "
             f"{table.column_names}, not {wanted}"
         )
+    run.seconds = time.perf_counter() - started
+    run.rows = table.num_rows
+    run.bytes = table.nbytes
     return table

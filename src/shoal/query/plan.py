@@ -45,6 +45,10 @@ class Fragment:
     version: int | None = None
     top_n: str = ""  # "ORDER BY ... LIMIT k" or "LIMIT k" applied at the node, if any
     aggregate: str = ""  # the partial aggregation the node computes, if any
+    # Other products of the same owner the SQL reads, with their versions: a join or
+    # subquery whose tables all live on one node runs there whole.
+    also: tuple[tuple[str, int | None], ...] = ()
+    pushed: str = ""  # what else runs at the node, in words (e.g. "the whole statement")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +63,8 @@ class Fragment:
             "version": self.version,
             "top_n": self.top_n,
             "aggregate": self.aggregate,
+            "also": [{"product": name, "version": version} for name, version in self.also],
+            "pushed": self.pushed,
         }
 
 
@@ -92,7 +98,14 @@ class QueryPlan:
         for node in sorted(by_node):
             lines.append(f"node {node}:")
             for fragment in by_node[node]:
-                lines.append(f"  {fragment.id}: {fragment.owner}.{fragment.product}")
+                products = [fragment.product, *(name for name, _ in fragment.also)]
+                lines.append(
+                    f"  {fragment.id}: {', '.join(f'{fragment.owner}.{p}' for p in products)}"
+                )
+                if fragment.pushed:
+                    lines.append(f"    runs at the node: {fragment.pushed}")
+                    lines.append(f"    sql: {fragment.sql}")
+                    continue
                 columns = ", ".join(fragment.columns) if fragment.columns else "(row count only)"
                 lines.append(f"    columns: {columns}")
                 if fragment.filters:

@@ -145,6 +145,9 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             select_aliases[key] = aliases
             top_of[key] = select is tree
     columns = _output_columns(sql, occurrences)
+    colocated = _colocated(sql, tree, occurrences, columns)
+    if colocated is not None:
+        return colocated
     names_used, wants_everything = _names_used(tree)
     fragments: list[Fragment] = []
     notes: list[str] = []
@@ -341,6 +344,73 @@ def _output_columns(sql: str, occurrences: list[_Occurrence]) -> list[str]:
         session.expose(shapes, aliases=False)
         session.lock()
         return session.columns(sql)
+
+
+# -- co-location ---------------------------------------------------------------------------
+def _colocated(
+    sql: str, tree: exp.Expr, occurrences: list[_Occurrence], columns: list[str]
+) -> QueryPlan | None:
+    """The whole statement as one fragment, when every product it reads lives on one node.
+
+    Joins, subqueries, CTEs, windows and aggregates then all run where the data is, and
+    only the answer moves. A plain name counts when one node owns a product of that name;
+    its `_node` column is added at the node. The node returns the result's columns under
+    positional names (the statement may repeat a name), and the coordinator reads them back
+    in order.
+    """
+    if not occurrences or any(len(o.refs) != 1 for o in occurrences):
+        return None
+    refs = {(o.refs[0].owner, o.refs[0].product): o.refs[0] for o in occurrences}
+    owners = {owner for owner, _ in refs}
+    if len(owners) != 1:
+        return None
+    holders = _common_holders(list(refs.values()))
+    if not holders:
+        return None
+    first, *others = sorted(refs.values(), key=lambda r: r.product)
+    for occurrence in occurrences:
+        if occurrence.qualified:
+            continue
+        ref = occurrence.refs[0]
+        body = sqlglot.parse_one(
+            f"SELECT *, {_literal(ref.owner)} AS {_quoted(NODE_COLUMN)} "
+            f"FROM {_quoted(ref.owner)}.{_quoted(ref.product)}",
+            read=_DIALECT,
+        )
+        occurrence.table.replace(
+            exp.Subquery(
+                this=body,
+                alias=exp.TableAlias(this=exp.to_identifier(occurrence.alias, quoted=True)),
+            )
+        )
+    positional = [f"__shoal_c{index}" for index in range(len(columns))]
+    inner = tree.sql(dialect=_DIALECT, identify=True)
+    fragment_sql = (
+        f"SELECT * FROM ({inner}) AS {_quoted('__shoal_q')}"
+        f"({', '.join(_quoted(name) for name in positional)})"
+    )
+    fragment = Fragment(
+        id="__shoal_f0",
+        owner=first.owner,
+        product=first.product,
+        holders=holders,
+        sql=fragment_sql,
+        columns=tuple(positional),
+        filters=(),
+        version=first.version,
+        also=tuple((ref.product, ref.version) for ref in others),
+        pushed="the whole statement (every product it reads lives on this node)",
+    )
+    final_sql = (
+        f"SELECT {', '.join(_quoted(name) for name in positional)} FROM {_quoted(fragment.id)}"
+    )
+    return QueryPlan(sql, (fragment,), final_sql, (), tuple(columns))
+
+
+def _common_holders(refs: list[TableRef]) -> tuple[str, ...]:
+    """Nodes that hold every one of `refs`, in the first one's order of preference."""
+    first, *rest = [tuple(ref.holders or (ref.owner,)) for ref in refs]
+    return tuple(node for node in first if all(node in other for other in rest))
 
 
 # -- partial aggregation ------------------------------------------------------------------

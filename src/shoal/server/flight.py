@@ -4,9 +4,14 @@ Two kinds of ticket:
 
 * a **query** — the ticket is the SQL text itself, or JSON `{"sql": "..."}` — runs as a
   federated query with this node as coordinator (what clients and BI tools send);
-* a **fragment** — JSON `{"fragment": {"owner", "product", "sql"}}` — is one node's part of
+* a **fragment** — JSON `{"fragment": {"owner", "product", "sql", "version", "also"}}`
+  (`also`: other products of the owner it reads, as `[name, version]` pairs) — is one node's part of
   a federated query, sent by a coordinator. It must carry the coordinator's signed request
   token; the node runs it over its own product in the locked-down engine.
+
+A fragment's batches carry, as app metadata, the seconds this node has spent producing them
+so far (`{"node_seconds": ...}`, measured around the engine only): the coordinator splits a
+fragment's time into node execution and transfer with it (`shoal explain --analyze`).
 
 Errors travel as Flight errors whose `extra_info` is the ShoalError's JSON, so the caller
 raises the same error class with the same message.
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -33,6 +40,7 @@ __all__ = ["ShoalFlightServer"]
 log = logging.getLogger("shoal.flight")
 
 MAX_TICKET_BYTES = 1024 * 1024
+MAX_PRODUCTS_PER_FRAGMENT = 64
 
 
 class _Caller(flight.ServerMiddleware):  # type: ignore[misc]
@@ -54,27 +62,31 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         self.node = node
         self.metrics = metrics
 
-    def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
+    def do_get(self, context: Any, ticket: flight.Ticket) -> flight.FlightDataStream:
         try:
-            reader = self._answer(context, ticket.ticket)
+            return self._answer(context, ticket.ticket)
         except ShoalError as exc:
             raise _flight_error(exc) from exc
         except Exception as exc:
             log.exception("unexpected error in DoGet")
             raise _flight_error(ShoalError(f"internal error: {type(exc).__name__}: {exc}")) from exc
-        return flight.RecordBatchStream(reader)
 
-    def _answer(self, context: Any, raw: bytes) -> pa.RecordBatchReader:
+    def _answer(self, context: Any, raw: bytes) -> flight.FlightDataStream:
         if len(raw) > MAX_TICKET_BYTES:
             raise UsageError("the ticket is larger than 1 MiB")
         request = _parse_ticket(raw)
         if "fragment" not in request:
-            return self.node.query(request["sql"])
+            return flight.RecordBatchStream(self.node.query(request["sql"]))
         fragment = request["fragment"]
         self._check_caller(context, raw)
+        started = time.perf_counter()
         try:
             reader = self.node.serve_fragment(
-                fragment["owner"], fragment["product"], fragment["sql"], fragment.get("version")
+                fragment["owner"],
+                fragment["product"],
+                fragment["sql"],
+                fragment.get("version"),
+                [(name, v) for name, v in fragment.get("also", [])],
             )
         except ShoalError:
             if self.metrics is not None:
@@ -82,7 +94,8 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             raise
         if self.metrics is not None:
             self.metrics.fragments.labels("ok").inc()
-        return reader
+        opened = time.perf_counter() - started
+        return flight.GeneratorStream(reader.schema, _timed_batches(reader, opened))
 
     def _check_caller(self, context: Any, ticket: bytes) -> str:
         caller_info = context.get_middleware("caller")
@@ -105,6 +118,28 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         return caller
 
 
+def _timed_batches(
+    reader: pa.RecordBatchReader, spent: float
+) -> Iterator[tuple[pa.RecordBatch, pa.Buffer]]:
+    """The fragment's batches, each with the engine time spent so far (`spent` opening it,
+    then producing batches) as app metadata; an empty batch carries it when there are no
+    rows."""
+    sent = False
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        finally:
+            spent += time.perf_counter() - started
+        sent = True
+        yield batch, pa.py_buffer(json.dumps({"node_seconds": spent}).encode())
+    if not sent:
+        empty = pa.RecordBatch.from_pylist([], schema=reader.schema)
+        yield empty, pa.py_buffer(json.dumps({"node_seconds": spent}).encode())
+
+
 def _parse_ticket(raw: bytes) -> dict[str, Any]:
     """A query or fragment request from a ticket; UsageError if it is neither."""
     try:
@@ -121,13 +156,27 @@ def _parse_ticket(raw: bytes) -> dict[str, Any]:
         return {"sql": data["sql"]}
     fragment = data.get("fragment") if isinstance(data, dict) else None
     version = fragment.get("version") if isinstance(fragment, dict) else None
+    also = fragment.get("also", []) if isinstance(fragment, dict) else None
     if (
         isinstance(fragment, dict)
         and all(isinstance(fragment.get(k), str) for k in ("owner", "product", "sql"))
-        and (version is None or (isinstance(version, int) and version >= 0))
+        and _is_version(version)
+        and isinstance(also, list)
+        and len(also) <= MAX_PRODUCTS_PER_FRAGMENT
+        and all(
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and _is_version(item[1])
+            for item in also
+        )
     ):
         return {"fragment": fragment}
     raise UsageError('a ticket is SQL text, {"sql": ...} or a fragment from a coordinator')
+
+
+def _is_version(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
 def _flight_error(error: ShoalError) -> flight.FlightError:

@@ -54,6 +54,12 @@ class QueryRequest(BaseModel):
     sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS, description="One read-only SELECT")
 
 
+class ExplainRequest(QueryRequest):
+    analyze: bool = Field(
+        default=False, description="Run the query and report rows, bytes and time per stage"
+    )
+
+
 class JoinRequest(BaseModel):
     token: str = Field(min_length=1, max_length=8192)
     public_key: str = Field(min_length=1, max_length=128, description="raw Ed25519, base64")
@@ -211,7 +217,11 @@ def create_app(
         return response
 
     @app.post("/api/v1/explain", tags=["sql"])
-    def explain(request: QueryRequest) -> dict[str, Any]:
+    def explain(request: ExplainRequest) -> dict[str, Any]:
+        if request.analyze:
+            profile = node.analyze(request.sql)
+            analysis = profile.to_dict()
+            return {"plan": analysis.pop("plan"), "analysis": analysis, "text": profile.explain()}
         plan = node.plan(request.sql)
         return {"plan": plan.to_dict(), "text": plan.explain()}
 

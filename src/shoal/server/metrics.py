@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from shoal.mesh.health import PeerState
 from shoal.node import Node
+from shoal.query.profile import QueryProfile
 
 __all__ = ["Metrics"]
 
@@ -58,4 +59,42 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # The figures of `shoal explain --analyze`, for every federated query this node
+        # coordinated.
+        self.query_stage_seconds = Histogram(
+            "shoal_query_stage_seconds",
+            "Time per stage of federated queries this node coordinated",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.rows_moved = Counter(
+            "shoal_query_rows_moved",
+            "Rows fragments sent to this node as coordinator, by the node that sent them",
+            ["node"],
+            registry=self.registry,
+        )
+        self.bytes_moved = Counter(
+            "shoal_query_bytes_moved",
+            "Bytes (Arrow, in memory) fragments sent to this node as coordinator, by sender",
+            ["node"],
+            registry=self.registry,
+        )
+        self.fragment_cache = Counter(
+            "shoal_fragment_cache",
+            "Fragments this node coordinated, answered from its exact cache or not",
+            ["result"],
+            registry=self.registry,
+        )
         self.registry.register(_MeshCollector(node))
+        node.on_query.append(self.observe)
+
+    def observe(self, profile: QueryProfile) -> None:
+        """Count one finished federated query's profile."""
+        self.query_stage_seconds.labels("planning").observe(profile.planning_seconds)
+        self.query_stage_seconds.labels("fragments").observe(profile.fetch_seconds)
+        self.query_stage_seconds.labels("merge").observe(profile.merge_seconds)
+        for run in profile.runs.values():
+            self.fragment_cache.labels("hit" if run.cached else "miss").inc()
+            if not run.cached:
+                self.rows_moved.labels(run.node).inc(run.rows)
+                self.bytes_moved.labels(run.node).inc(run.bytes)
