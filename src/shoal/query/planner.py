@@ -170,6 +170,7 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
                 occurrence.alias,
                 [ref.schema for ref in occurrence.refs],
                 _runs_every_filter(where_of[key], filters, occurrence),
+                _PUSHABLE,
             )
             if partial is not None:
                 replacement, made = _aggregate_fragments(
@@ -441,10 +442,7 @@ def _aggregate_fragments(
     fragments = []
     outputs = [*partial.keys, *(name for name, _ in partial.partials)]
     for index, ref in enumerate(occurrence.refs):
-        select = [_quoted(k) for k in partial.keys] + [
-            f"{p.sql(dialect=_DIALECT, identify=True)} AS {_quoted(name)}"
-            for name, p in partial.partials
-        ]
+        select = partial.select_list()
         sql = f"SELECT {', '.join(select)} FROM {_quoted(ref.owner)}.{_quoted(ref.product)}"
         texts = [_unqualified(f).sql(dialect=_DIALECT, identify=True) for f in filters]
         if texts:
