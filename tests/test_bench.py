@@ -63,5 +63,7 @@ def test_log_benchmark_quick(tmp_path):
 def test_federated_benchmark_quick(tmp_path):
     text = run_quick("federated.py", tmp_path)
     assert "<!-- bench:federated -->" in text
-    assert "| revenue by store |" in text and "| one-order lookup |" in text
-    assert "ratio shoal/duckdb" in text
+    for query in ("Q1 revenue by store", "Q4 one order by id", "Q5 revenue by category"):
+        assert f"| {query}" in text
+    assert "| Q1 repeated (exact cache) |" in text and "coordinator hq" in text
+    assert "| query | planning ms |" in text

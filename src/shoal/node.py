@@ -13,7 +13,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,7 @@ class Node:
         *,
         only: Sequence[str] | None = None,
         versions: dict[str, int] | None = None,
+        inputs: Mapping[str, pa.Table] | None = None,
     ) -> pa.RecordBatchReader:
         """Run one read-only SQL statement over this node's products (latest versions).
 
@@ -302,8 +304,11 @@ class Node:
         names = self.products.names() if only is None else list(only)
         pinned = versions or {}
         tables = {
-            (self.name, name): self.products.snapshot(name, pinned.get(name))[1] for name in names
+            (self.name, name): self.products.snapshot(name, pinned.get(name)).dataset
+            for name in names
         }
+        for input_id, table in (inputs or {}).items():
+            tables["main", input_id] = table
         session.expose(tables)
         session.lock()
         return session.run(query)
@@ -420,8 +425,14 @@ class Node:
 
         tables = {}
         for name in self.products.names():
-            version, dataset = self.products.snapshot(name)
-            tables[self.name, name] = TableRef(self.name, name, dataset.schema, version=version)
+            snapshot = self.products.snapshot(name)
+            tables[self.name, name] = TableRef(
+                self.name,
+                name,
+                snapshot.dataset.schema,
+                version=snapshot.delta_version,
+                rows=snapshot.rows,
+            )
         if self.membership.joined():
             for entry in self.catalog.entries():
                 if (entry.owner, entry.product) not in tables:
@@ -431,6 +442,7 @@ class Node:
                         entry.arrow_schema(),
                         tuple(entry.holders),
                         entry.delta_version if entry.delta_version >= 0 else None,
+                        entry.rows,
                     )
         return list(tables.values())
 
@@ -492,7 +504,12 @@ class Node:
         started = time.perf_counter()
         if self.name in holders:
             table = self.serve_fragment(
-                fragment.owner, fragment.product, fragment.sql, fragment.version, fragment.also
+                fragment.owner,
+                fragment.product,
+                fragment.sql,
+                fragment.version,
+                fragment.also,
+                self.fetch_inputs(fragment.inputs),
             ).read_all()
             node_seconds: float | None = time.perf_counter() - started
         else:
@@ -514,10 +531,12 @@ class Node:
         sql: str,
         version: int | None = None,
         also: Sequence[tuple[str, int | None]] = (),
+        inputs: Mapping[str, pa.Table] | None = None,
     ) -> pa.RecordBatchReader:
         """Run a fragment a coordinator sent for this node's products: `product` at the
         Delta version it names (the latest if none), and the `also` products with theirs.
-        The SQL sees those products only."""
+        The SQL sees those products only, and the `inputs` (fetched results of other
+        fragments, see `fetch_inputs`) under their ids."""
         if owner != self.name:
             raise NotFoundError(f"node '{self.name}' does not hold {owner}.{product}")
         wanted = {product: version, **dict(also)}
@@ -525,7 +544,16 @@ class Node:
             if not self.products.exists(name):
                 raise NotFoundError(f"node '{self.name}' has no product '{name}'")
         versions = {name: v for name, v in wanted.items() if v is not None}
-        return self.sql(sql, only=list(wanted), versions=versions or None)
+        return self.sql(sql, only=list(wanted), versions=versions or None, inputs=inputs)
+
+    def fetch_inputs(self, inputs: Sequence[Fragment]) -> dict[str, pa.Table]:
+        """The results of the fragments a fragment reads besides its own products (the
+        small sides of a broadcast join), each run where its data is, or from the cache."""
+        if not inputs:
+            return {}
+        with ThreadPoolExecutor(len(inputs), thread_name_prefix="input") as pool:
+            futures = {f.id: pool.submit(self.run_fragment, f) for f in inputs}
+            return {fid: future.result().read_all() for fid, future in futures.items()}
 
 
 def read_contract_file(path: Path) -> Contract:

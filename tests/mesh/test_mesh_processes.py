@@ -198,6 +198,34 @@ def test_a_join_of_one_nodes_products_runs_at_that_node(mesh):
         assert client.sql(sql).rows() == [("Brot", 4.0), ("Äpfel", 2.5)]
 
 
+def test_a_broadcast_join_over_flight(mesh):
+    """The stores fetch hq's small product themselves and send grouped joined rows."""
+    nodes, data = mesh
+    cities = data / "cities.parquet"
+    pq.write_table(pa.table({"city": ["Berlin", "Munich"], "region": ["north", "south"]}), cities)
+    run_shoal("publish", "cities", str(cities), home=nodes["hq"].home)
+    want = {"hq.cities", "berlin.orders", "munich.orders"}
+    wait_until(lambda: want <= _catalog_keys(nodes["munich"]), what="cities at munich")
+    sql = (
+        "SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM orders o "
+        "JOIN hq.cities c USING (city) GROUP BY c.region ORDER BY c.region"
+    )
+    out = run_shoal("explain", sql, "--analyze", "--json", "--at", nodes["munich"].http).stdout
+    plan = json.loads(out)
+    assert {f["node"] for f in plan["fragments"]} == {"berlin", "munich"}
+    for fragment in plan["fragments"]:
+        assert fragment["aggregate"] and [i["product"] for i in fragment["inputs"]] == ["cities"]
+    assert plan["analysis"]["rows_moved"] <= 2  # one group per store
+    with shoal.connect(nodes["munich"].http) as client:
+        rows = client.sql(sql).rows()
+        # Another test may have published berlin's orders again: ask each store directly.
+        per_store = [
+            ("north", *client.sql("SELECT count(*), sum(amount) FROM berlin.orders").rows()[0]),
+            ("south", *client.sql("SELECT count(*), sum(amount) FROM munich.orders").rows()[0]),
+        ]
+    assert rows == per_store and rows[1] == ("south", 50, sum(i % 7 + 0.5 for i in range(50)))
+
+
 def test_a_node_going_down(mesh, tmp_path):
     nodes, _ = mesh
     munich = nodes["munich"]

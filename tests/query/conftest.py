@@ -95,14 +95,20 @@ class Mesh:
         return plan_query(sql, tables)
 
     def ask(self, sql: str) -> pa.Table:
-        plan = self.plan(sql)
+        return execute_plan(self.plan(sql), lambda f: self.run(f).to_reader()).read_all()
 
-        def run(f):
-            return self.nodes[f.holders[0]].serve_fragment(
-                f.owner, f.product, f.sql, f.version, f.also
-            )
+    def run(self, fragment) -> pa.Table:
+        """One fragment's result, served by its first holder."""
+        return self.run_sql(fragment, fragment.sql)
 
-        return execute_plan(plan, run).read_all()
+    def run_sql(self, fragment, sql: str) -> pa.Table:
+        """`sql` run as if it were `fragment` (same node, products, versions and inputs)."""
+        # A broadcast join's small sides are fetched by the serving node itself.
+        inputs = {shipped.id: self.run(shipped) for shipped in fragment.inputs}
+        node = self.nodes[fragment.holders[0]]
+        return node.serve_fragment(
+            fragment.owner, fragment.product, sql, fragment.version, fragment.also, inputs
+        ).read_all()
 
     def expect(self, sql: str) -> pa.Table:
         return self.reference.sql(sql).to_arrow_table()

@@ -405,3 +405,133 @@ def test_colocated_statements_run_whole_and_agree(mesh, sql):
     assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
     assert got.schema.types == expected.schema.types
     assert got.column_names == expected.column_names
+
+
+# A small product joined with a large one: each node of the large side fetches the small
+# side itself and sends joined rows (or their partial aggregates, or its top-N).
+BROADCAST = [
+    (
+        "SELECT k.category, sum(o.amount) AS s FROM orders o JOIN hq.catalogue k "
+        "ON o.sku = k.sku GROUP BY k.category",
+        "aggregate",
+    ),
+    (
+        "SELECT o._node, k.category, count(*), avg(o.amount * o.qty), max(k.price) "
+        "FROM orders o JOIN hq.catalogue k USING (sku) WHERE k.price > 5 AND o.qty < 5 "
+        "GROUP BY ALL ORDER BY 1, 2",
+        "aggregate",
+    ),
+    (
+        "SELECT k.title, count(DISTINCT o.customer_id) FROM orders o JOIN hq.catalogue k "
+        "USING (sku) GROUP BY 1 HAVING count(*) > 10",
+        "aggregate",
+    ),
+    ("SELECT count(*) FROM orders o JOIN hq.catalogue k ON o.sku = k.sku", "aggregate"),
+    (
+        "SELECT o.order_id, k.title FROM orders o JOIN hq.catalogue k USING (sku) "
+        "ORDER BY o.amount DESC NULLS LAST, o.order_id LIMIT 5",
+        "top_n",
+    ),
+    (
+        "SELECT sku, o.order_id, k.price FROM orders o LEFT JOIN hq.catalogue k USING (sku) "
+        "WHERE o.amount > 60",
+        "join",
+    ),
+    (
+        "SELECT o.order_id, k.price FROM orders o LEFT JOIN hq.catalogue k "
+        "ON o.sku = k.sku AND k.price > 10 WHERE k.price IS NULL",
+        "join",
+    ),
+    (
+        "SELECT o.order_id, c.name, k.category FROM munich.orders o "
+        "JOIN berlin.customers c ON o.customer_id = c.customer_id "
+        "JOIN hq.catalogue k ON k.sku = o.sku WHERE c.vip",
+        "join",
+    ),
+    (
+        "SELECT k.category, c.city, sum(o.qty) FROM hq.catalogue k JOIN orders o ON o.sku = k.sku "
+        "JOIN berlin.customers c ON c.customer_id = o.customer_id GROUP BY 1, 2",
+        "aggregate",
+    ),
+    (
+        "SELECT k.category, sum(o.amount) FROM munich.orders o JOIN hq.catalogue k "
+        "USING (sku) GROUP BY 1",
+        "aggregate",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "shape"), BROADCAST, ids=[q[:60] for q, _ in BROADCAST])
+def test_broadcast_joins_ship_the_small_side_and_agree(mesh, sql, shape):
+    plan = mesh.plan(sql)
+    assert plan.fragments and all(f.inputs for f in plan.fragments), plan.explain()
+    large = {f.owner for f in plan.fragments}
+    assert "hq" not in large, "the small side never moves to the coordinator"
+    if shape == "aggregate":
+        assert all(f.aggregate for f in plan.fragments), plan.explain()
+    if shape == "top_n":
+        assert all(f.top_n for f in plan.fragments), plan.explain()
+    expected = mesh.expect(sql)
+    got = mesh.ask(sql)
+    problem = first_difference(expected, got, ordered="ORDER BY" in sql)
+    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
+    assert got.schema.types == expected.schema.types
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # the large side null-supplying, or no condition: the ordinary split
+        "SELECT k.sku, o.order_id FROM orders o RIGHT JOIN hq.catalogue k ON o.sku = k.sku",
+        "SELECT k.sku, o.order_id FROM hq.catalogue k LEFT JOIN orders o ON o.sku = k.sku",
+        "SELECT k.sku, o.order_id FROM orders o FULL JOIN hq.catalogue k ON o.sku = k.sku",
+        "SELECT count(*) FROM orders o CROSS JOIN hq.catalogue k",
+        # a plain small side, `*`, a subquery, and a volatile filter
+        "SELECT o.order_id FROM orders o JOIN catalogue k USING (sku)",
+        "SELECT * FROM orders o JOIN hq.catalogue k USING (sku)",
+        "SELECT o.order_id FROM orders o JOIN hq.catalogue k USING (sku) "
+        "WHERE k.price > (SELECT avg(price) FROM hq.catalogue)",
+        "SELECT count(*) FROM orders o JOIN hq.catalogue k USING (sku) WHERE random() < 2",
+    ],
+)
+def test_shapes_a_broadcast_cannot_answer_are_split_as_before(mesh, sql):
+    plan = mesh.plan(sql)
+    assert not any("which this node fetches" in f.pushed for f in plan.fragments), plan.explain()
+    problem = first_difference(mesh.expect(sql), mesh.ask(sql))
+    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
+
+
+def test_a_broadcast_aggregate_moves_groups_not_rows(mesh):
+    sql = (
+        "SELECT k.category, sum(o.amount) FROM orders o JOIN hq.catalogue k USING (sku) GROUP BY 1"
+    )
+    plan = mesh.plan(sql)
+    moved = sum(mesh.run(f).num_rows for f in plan.fragments)
+    groups = mesh.expect("SELECT count(DISTINCT category) AS n FROM hq.catalogue").column("n")
+    assert moved <= groups[0].as_py() * len(plan.fragments)
+
+
+# Inner joins where neither side is small: a side with its own filter sends its distinct
+# join keys to the other side's nodes, which drop rows no result can use.
+SEMI_JOINS = [
+    "SELECT o.order_id, p.order_id FROM orders o JOIN orders p "
+    "ON o.customer_id = p.customer_id WHERE p.amount > 75 AND o.qty = 1",
+    "SELECT count(*) FROM orders a JOIN orders b ON a.amount = b.amount WHERE b.qty = 5",
+    "SELECT a.order_id FROM orders a JOIN orders b ON a.sku = b.sku AND a.customer_id = "
+    "b.customer_id WHERE b.amount < 2 AND b.sku LIKE 'SKU-00%'",
+]
+
+
+@pytest.mark.parametrize("sql", SEMI_JOINS)
+def test_semi_join_reduction_sends_fewer_rows_and_agrees(mesh, sql):
+    plan = mesh.plan(sql)
+    reduced = [f for f in plan.fragments if f.pushed.startswith("semi-join")]
+    assert reduced, plan.explain()
+    assert all(f.inputs and " IN (SELECT " in f.sql for f in reduced)
+    problem = first_difference(mesh.expect(sql), mesh.ask(sql))
+    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
+    # What a reduced fragment sends is at most what it would send without the reduction.
+    for fragment in reduced:
+        unreduced = fragment.sql.rsplit(" AND ((", 1)[0] if " AND ((" in fragment.sql else None
+        if unreduced is not None:
+            assert mesh.run(fragment).num_rows <= mesh.run_sql(fragment, unreduced).num_rows

@@ -23,7 +23,14 @@ from shoal.mesh.tokens import sign_request
 from shoal.mesh.wire import AUTH_SCHEME, error_from_dict
 from shoal.query import Fragment
 
-__all__ = ["FRAGMENT_PATH", "FragmentClient", "ask_hub_to_join", "signed_headers"]
+__all__ = [
+    "FRAGMENT_PATH",
+    "FragmentClient",
+    "ask_hub_to_join",
+    "fragment_from_wire",
+    "fragment_to_wire",
+    "signed_headers",
+]
 
 FRAGMENT_PATH = "/fragment"
 
@@ -88,17 +95,7 @@ class FragmentClient:
                 f"node '{holder}' has never announced its endpoints; cannot read {what}",
                 hint="start it with `shoal serve` on its home",
             )
-        ticket = json.dumps(
-            {
-                "fragment": {
-                    "owner": fragment.owner,
-                    "product": fragment.product,
-                    "sql": fragment.sql,
-                    "version": fragment.version,
-                    "also": [[name, version] for name, version in fragment.also],
-                }
-            }
-        ).encode()
+        ticket = json.dumps({"fragment": fragment_to_wire(fragment)}).encode()
         headers = signed_headers(self.home, holder, "DOGET", FRAGMENT_PATH, ticket)
         options = flight.FlightCallOptions(
             timeout=self.timeout,
@@ -137,6 +134,43 @@ class FragmentClient:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
+
+
+def fragment_to_wire(fragment: Fragment) -> dict[str, Any]:
+    """What a fragment ticket carries: what to run, and the fragments to fetch first."""
+    wire: dict[str, Any] = {
+        "owner": fragment.owner,
+        "product": fragment.product,
+        "sql": fragment.sql,
+        "version": fragment.version,
+        "also": [[name, version] for name, version in fragment.also],
+    }
+    if fragment.inputs:
+        wire["inputs"] = [
+            {
+                **fragment_to_wire(shipped),
+                "id": shipped.id,
+                "holders": list(shipped.holders),
+                "columns": list(shipped.columns),
+            }
+            for shipped in fragment.inputs
+        ]
+    return wire
+
+
+def fragment_from_wire(wire: dict[str, Any]) -> Fragment:
+    """An input fragment from a ticket the Flight server already checked the shape of."""
+    return Fragment(
+        id=wire["id"],
+        owner=wire["owner"],
+        product=wire["product"],
+        holders=tuple(wire["holders"]),
+        sql=wire["sql"],
+        columns=tuple(wire["columns"]),
+        filters=(),
+        version=wire.get("version"),
+        also=tuple((name, version) for name, version in wire.get("also", [])),
+    )
 
 
 def _read_timed(stream: flight.FlightStreamReader) -> tuple[pa.Table, float | None]:

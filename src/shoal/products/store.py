@@ -39,7 +39,7 @@ from shoal.errors import ConflictError, NotFoundError, ShoalError
 from shoal.log import LogState
 from shoal.names import check_name
 
-__all__ = ["ProductInfo", "ProductStore", "VersionInfo", "rows_changed"]
+__all__ = ["ProductInfo", "ProductStore", "Snapshot", "VersionInfo", "rows_changed"]
 
 META_PREFIX = "shoal."
 # A Delta commit file: `_delta_log/<20-digit version>.json` exists only once committed.
@@ -84,6 +84,15 @@ class ProductInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One Delta version of a product, opened for queries."""
+
+    delta_version: int
+    dataset: pads.Dataset
+    rows: int
+
+
 def _older_than(path: Path, seconds: float) -> bool:
     try:
         return time.time() - path.stat().st_mtime > seconds
@@ -99,7 +108,7 @@ class ProductStore:
         self.root = home.products_dir
         # Opened Delta versions for queries, most recently used last: a version never
         # changes, and opening a table costs milliseconds, more than a small query.
-        self._snapshots: OrderedDict[tuple[str, int], pads.Dataset] = OrderedDict()
+        self._snapshots: OrderedDict[tuple[str, int], Snapshot] = OrderedDict()
         self._snapshots_lock = threading.Lock()
         # Each product log's state, kept between publishes (checked against the files).
         self.log_states: dict[Path, LogState] = {}
@@ -220,24 +229,27 @@ class ProductStore:
             found = (_COMMIT_FILE.match(entry.name) for entry in entries)
             return max((int(m.group(1)) for m in found if m is not None), default=None)
 
-    def snapshot(self, name: str, delta_version: int | None = None) -> tuple[int, pads.Dataset]:
-        """The product at a Delta version (the latest if None) as a dataset DuckDB can
-        scan, and that version; what queries read. Opened versions are kept (LRU)."""
+    def snapshot(self, name: str, delta_version: int | None = None) -> Snapshot:
+        """The product at a Delta version (the latest if None), as queries read it. Opened
+        versions are kept (LRU): a version never changes."""
         version = self.latest_delta_version(name) if delta_version is None else delta_version
         if version is None:
             raise NotFoundError(f"no product '{name}' on node '{self.home.settings.name}'")
         key = (check_name(name, "product"), version)
         with self._snapshots_lock:
-            dataset = self._snapshots.get(key)
-            if dataset is not None:
+            found = self._snapshots.get(key)
+            if found is not None:
                 self._snapshots.move_to_end(key)
-                return version, dataset
-        dataset = self.table_at(name, version).to_pyarrow_dataset()
+                return found
+        table = self.table_at(name, version)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        rows = int(pa.compute.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+        found = Snapshot(version, table.to_pyarrow_dataset(), rows)
         with self._snapshots_lock:
-            self._snapshots[key] = dataset
+            self._snapshots[key] = found
             while len(self._snapshots) > SNAPSHOTS_KEPT:
                 self._snapshots.popitem(last=False)
-        return version, dataset
+        return found
 
     def contract(self, name: str) -> Contract:
         path = self.contract_path(name)

@@ -38,8 +38,13 @@ def fragment_key(fragment: Fragment, caller: str | None) -> CacheKey | None:
         return None
     if any(version is None for _, version in fragment.also):
         return None
+    # A fragment's inputs are part of what it reads: its text names them by id only.
+    inputs = [fragment_key(shipped, caller) for shipped in fragment.inputs]
+    if any(key is None for key in inputs):
+        return None
+    sql = "\n".join([fragment.sql, *(repr(key) for key in inputs)])
     product = ",".join([fragment.product, *(f"{n}@{v}" for n, v in fragment.also)])
-    return CacheKey(fragment.sql, fragment.owner, product, fragment.version, caller or "")
+    return CacheKey(sql, fragment.owner, product, fragment.version, caller or "")
 
 
 class FragmentCache:

@@ -23,6 +23,7 @@ class TableRef:
     schema: pa.Schema
     holders: tuple[str, ...] = ()  # nodes able to serve it; empty means (owner,)
     version: int | None = None  # the Delta table version the catalog knows, if any
+    rows: int | None = None  # rows at that version, if known: decides broadcast joins
 
     @property
     def name(self) -> str:
@@ -49,6 +50,9 @@ class Fragment:
     # subquery whose tables all live on one node runs there whole.
     also: tuple[tuple[str, int | None], ...] = ()
     pushed: str = ""  # what else runs at the node, in words (e.g. "the whole statement")
+    # Fragments whose results the serving node fetches itself (from their holders) and
+    # reads under their ids: the small sides of a broadcast join.
+    inputs: tuple[Fragment, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +69,7 @@ class Fragment:
             "aggregate": self.aggregate,
             "also": [{"product": name, "version": version} for name, version in self.also],
             "pushed": self.pushed,
+            "inputs": [f.to_dict() for f in self.inputs],
         }
 
 
@@ -105,6 +110,14 @@ class QueryPlan:
                 if fragment.pushed:
                     lines.append(f"    runs at the node: {fragment.pushed}")
                     lines.append(f"    sql: {fragment.sql}")
+                for shipped in fragment.inputs:
+                    node_of = shipped.holders[0] if shipped.holders else shipped.owner
+                    lines.append(
+                        f"    fetches {shipped.id} from node {node_of}: {shipped.owner}."
+                        f"{shipped.product} ({', '.join(shipped.columns) or 'row count'}; "
+                        f"filters: {' AND '.join(shipped.filters) or 'none'})"
+                    )
+                if fragment.pushed and not fragment.inputs:
                     continue
                 columns = ", ".join(fragment.columns) if fragment.columns else "(row count only)"
                 lines.append(f"    columns: {columns}")

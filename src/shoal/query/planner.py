@@ -29,7 +29,7 @@ import difflib
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import sqlglot
@@ -45,6 +45,7 @@ from shoal.engine import (
 )
 from shoal.errors import LockdownError, NotFoundError, UsageError
 from shoal.query.aggregates import PartialAggregation, plan_partial_aggregation
+from shoal.query.joins import JoinSide, broadcast_shape
 from shoal.query.plan import Fragment, QueryPlan, TableRef
 
 __all__ = ["NODE_COLUMN", "plan_query"]
@@ -57,6 +58,7 @@ NODE_COLUMN = "_node"
 MAX_SQL_CHARS = 1024 * 1024
 _DIALECT = "duckdb"
 _ROW_MARKER = "__shoal_row"
+_JOINED = "__shoal_j"  # the alias of a broadcast join's rows at the coordinator
 
 # Expressions a filter may be built from to be pushed: deterministic and free of side
 # effects, so running them at the node and again at the coordinator gives one answer.
@@ -127,6 +129,7 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
     sources_of: dict[int, int] = {}
     select_aliases: dict[int, set[str]] = {}
     top_of: dict[int, bool] = {}  # the occurrence is the whole FROM of the outermost SELECT
+    scope_of: dict[int, exp.Expr] = {}  # the SELECT whose FROM the occurrence is in
     for scope in _scopes(tree):
         select = scope.expression
         outer = _outer_joined(select) if isinstance(select, exp.Select) else set()
@@ -144,11 +147,16 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             sources_of[key] = len(scope.sources)
             select_aliases[key] = aliases
             top_of[key] = select is tree
+            scope_of[key] = select
     columns = _output_columns(sql, occurrences)
     colocated = _colocated(sql, tree, occurrences, columns)
     if colocated is not None:
         return colocated
+    broadcast = _broadcast(sql, tree, occurrences, columns)
+    if broadcast is not None:
+        return broadcast
     names_used, wants_everything = _names_used(tree)
+    reducers = _semi_joins(occurrences, scope_of, where_of, nullable, select_aliases)
     fragments: list[Fragment] = []
     notes: list[str] = []
     for occurrence in occurrences:
@@ -186,7 +194,13 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
                 continue
             top_n = _top_n(tree, occurrence, filters)
         replacement, made = _push_down(
-            occurrence, filters, names_used, wants_everything, len(fragments), top_n
+            occurrence,
+            filters,
+            names_used,
+            wants_everything,
+            len(fragments),
+            top_n,
+            reducers.get(key, []),
         )
         fragments += made
         occurrence.table.replace(replacement)
@@ -414,6 +428,268 @@ def _common_holders(refs: list[TableRef]) -> tuple[str, ...]:
     return tuple(node for node in first if all(node in other for other in rest))
 
 
+# -- semi-join reduction ------------------------------------------------------------------
+# Join keys a reducing side may send to the other side's nodes: beyond this many rows in
+# the reducing product, fetching its keys could cost more than it saves.
+SEMI_JOIN_MAX_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class _SemiJoin:
+    """Rows of this occurrence whose `column` is not among the filtered other side's join
+    keys cannot be in an inner join's result, so the node drops them before sending."""
+
+    column: str  # this side's join column (lower case)
+    key: str  # the other side's join column, as its schema spells it
+    inputs: tuple[Fragment, ...]  # the other side's distinct, filtered keys, per owner
+
+    def condition(self) -> str:
+        keys = " UNION ALL ".join(
+            f"SELECT {_quoted(self.key)} FROM {_quoted(f.id)}" for f in self.inputs
+        )
+        return f"({_quoted(self.column)} IN ({keys}))"
+
+    def describe(self) -> str:
+        where = ", ".join(f"{f.owner}.{f.product}" for f in self.inputs)
+        return f"semi-join: only rows whose {self.column} is a filtered join key of {where}"
+
+
+def _semi_joins(
+    occurrences: list[_Occurrence],
+    scope_of: dict[int, exp.Expr],
+    where_of: dict[int, exp.Expr | None],
+    nullable: dict[int, bool],
+    select_aliases: dict[int, set[str]],
+) -> dict[int, list[_SemiJoin]]:
+    """Semi-join reductions per occurrence: for an inner equi-join where the other side has
+    a filter of its own, the other side's filtered keys go to this side's nodes as an IN
+    filter. Reductions only ever remove rows no join result can use."""
+    found: dict[int, list[_SemiJoin]] = {}
+    shipped = 0
+    for occurrence in occurrences:
+        key = id(occurrence.table)
+        select = scope_of[key]
+        if nullable[key] or not isinstance(select, exp.Select) or not _inner_only(select):
+            continue
+        peers = {
+            o.alias.lower(): o
+            for o in occurrences
+            if scope_of[id(o.table)] is select and o is not occurrence
+        }
+        for mine, theirs, other_alias in _equi_pairs(select, occurrence.alias, set(peers)):
+            other = peers[other_alias]
+            other_key = id(other.table)
+            filters = _pushable_conjuncts(
+                where_of[other_key], other.alias, False, select_aliases[other_key]
+            )
+            rows = [r.rows for r in other.refs]
+            if not filters or any(r is None or r > SEMI_JOIN_MAX_ROWS for r in rows):
+                continue
+            if not all(theirs in {f.name.lower() for f in r.schema} for r in other.refs):
+                continue
+            inputs = []
+            for ref in other.refs:
+                spelled = next(f.name for f in ref.schema if f.name.lower() == theirs)
+                own = {f.name.lower() for f in ref.schema}
+                usable = [f for f in filters if _reads_only(f, own)]
+                fragment = _fragment(f"__shoal_b{shipped}", ref, [spelled], usable)
+                shipped += 1
+                inputs.append(
+                    replace(fragment, sql=fragment.sql.replace("SELECT ", "SELECT DISTINCT ", 1))
+                )
+            found.setdefault(key, []).append(_SemiJoin(mine, spelled, tuple(inputs)))
+    return found
+
+
+def _inner_only(select: exp.Select) -> bool:
+    """Whether every join of the SELECT is a plain inner join with a condition."""
+    for join in select.args.get("joins") or []:
+        if (join.side or "") or (join.kind or "").upper() not in ("", "INNER"):
+            return False
+        if join.args.get("method") or not (join.args.get("on") or join.args.get("using")):
+            return False
+    return bool(select.args.get("joins"))
+
+
+def _equi_pairs(select: exp.Select, alias: str, peers: set[str]) -> list[tuple[str, str, str]]:
+    """(this side's column, the other side's column, the other side's alias) for every
+    `a.x = b.y` in the joins' ON conditions (qualified columns only)."""
+    pairs = []
+    for join in select.args.get("joins") or []:
+        on = join.args.get("on")
+        if on is None:
+            continue
+        for conjunct in on.flatten() if isinstance(on, exp.And) else [on]:
+            if not isinstance(conjunct, exp.EQ):
+                continue
+            left, right = conjunct.this, conjunct.expression
+            if not (isinstance(left, exp.Column) and isinstance(right, exp.Column)):
+                continue
+            for a, b in ((left, right), (right, left)):
+                if a.table.lower() == alias.lower() and b.table.lower() in peers:
+                    pairs.append((a.name.lower(), b.name.lower(), b.table.lower()))
+    return pairs
+
+
+# -- broadcast joins ----------------------------------------------------------------------
+def _broadcast(
+    sql: str, tree: exp.Expr, occurrences: list[_Occurrence], columns: list[str]
+) -> QueryPlan | None:
+    """Ship the small sides of a join to the nodes holding the large side (see joins.py)."""
+    sides = {
+        id(o.table): JoinSide(
+            table=o.table,
+            alias=o.alias,
+            columns={name.lower(): name for name, _ in _union_columns(o.refs)},
+            rows=(
+                sum(r.rows for r in o.refs if r.rows is not None)
+                if all(r.rows is not None for r in o.refs)
+                else None
+            ),
+            owners=len(o.refs),
+            plain=not o.qualified,
+        )
+        for o in occurrences
+    }
+    shape = broadcast_shape(tree, list(sides.values()))
+    if shape is None:
+        return None
+    conjuncts = _conjuncts(tree.args.get("where"))
+    if not all(isinstance(node, _PUSHABLE) for c in conjuncts for node in c.walk()):
+        return None  # every WHERE conjunct runs at the nodes, over the joined rows
+    by_alias = {o.alias: o for o in occurrences}
+    large = by_alias[shape.large.alias]
+    types = {
+        (o.alias, name.lower()): dtype
+        for o in occurrences
+        for name, dtype in _union_columns(o.refs)
+    }
+    types.update({(large.alias, NODE_COLUMN): pa.string()})
+    joined_schema = pa.schema([pa.field(name, types[key]) for key, name in shape.joined.items()])
+    where = tree.args.get("where")
+    select_aliases = _select_aliases(tree)
+    outer = _outer_joined(tree) if isinstance(tree, exp.Select) else set()
+    inputs = []
+    for index, side in enumerate(shape.small):
+        occurrence = by_alias[side.alias]
+        ref = occurrence.refs[0]
+        filters = (
+            []
+            if side.alias in outer
+            else _pushable_conjuncts(where, side.alias, False, select_aliases)
+        )
+        fetch = [side.columns[name] for name in side.needed]
+        inputs.append(_fragment(f"__shoal_b{index}", ref, fetch, filters))
+    positions = {id(t): i for i, t in enumerate(tree.find_all(exp.Table))}
+    joins = []  # per owner of the large side: its join, giving the joined rows
+    for ref in large.refs:
+        copy = tree.copy()
+        tables = list(copy.find_all(exp.Table))
+        own = {f.name.lower(): f for f in ref.schema}
+        select = [
+            _quoted(own[name].name)
+            if name in own
+            else f"CAST(NULL AS {_duck_type(types[large.alias, name])}) AS {_quoted(name)}"
+            for name in shape.large.needed
+            if name != NODE_COLUMN
+        ]
+        if not large.qualified:
+            select.append(f"{_literal(ref.owner)} AS {_quoted(NODE_COLUMN)}")
+        body = sqlglot.parse_one(
+            f"SELECT {', '.join(select) or f'1 AS {_quoted(_ROW_MARKER)}'} "
+            f"FROM {_quoted(ref.owner)}.{_quoted(ref.product)}",
+            read=_DIALECT,
+        )
+        tables[positions[id(large.table)]].replace(
+            exp.Subquery(
+                this=body, alias=exp.TableAlias(this=exp.to_identifier(large.alias, quoted=True))
+            )
+        )
+        for shipped, side in zip(inputs, shape.small, strict=True):
+            tables[positions[id(side.table)]].replace(
+                exp.Table(
+                    this=exp.to_identifier(shipped.id, quoted=True),
+                    alias=exp.TableAlias(this=exp.to_identifier(side.alias, quoted=True)),
+                )
+            )
+        select_list = [
+            exp.alias_(exp.column(name, table=alias, quoted=True), joined, quoted=True)
+            for (alias, name), joined in shape.joined.items()
+        ] or [exp.alias_(exp.Literal.number(1), _ROW_MARKER, quoted=True)]
+        copy.set("expressions", select_list)
+        for part in ("group", "having", "order", "limit", "offset"):
+            copy.set(part, None)
+        joins.append(copy.sql(dialect=_DIALECT, identify=True))
+    texts = tuple(c.sql(dialect=_DIALECT, identify=True) for c in conjuncts)
+    # The coordinator reads the joined rows under one alias; the join and WHERE ran.
+    for column, key in shape.references:
+        column.replace(exp.column(shape.joined[key], table=_JOINED, quoted=True))
+    tree.set("joins", None)
+    tree.set("where", None)
+    joined_names: list[str] = list(shape.joined.values()) or [_ROW_MARKER]
+    shipped_names = ", ".join(f"{f.owner}.{f.product}" for f in inputs)
+    pushed = f"the join with {shipped_names}, which this node fetches"
+    partial = plan_partial_aggregation(tree, _JOINED, [joined_schema], True, _PUSHABLE)
+    top_n = None if partial is not None else _top_n(tree, _joined_occurrence(tree), [])
+    fragments = []
+    for index, (ref, join_sql) in enumerate(zip(large.refs, joins, strict=True)):
+        rows = f"({join_sql}) AS {_quoted(_JOINED)}"
+        sent: list[str] = joined_names
+        aggregate, top_text = "", ""
+        if partial is not None:
+            sent = [*partial.keys, *(name for name, _ in partial.partials)]
+            node_sql = _grouping_sql(partial, rows, [])
+            aggregate = partial.describe()
+        elif top_n is not None:
+            top_text = _top_n_text(top_n)
+            node_sql = f"SELECT * FROM {rows} {top_text}"
+        else:
+            node_sql = join_sql
+        fragments.append(
+            Fragment(
+                id=f"__shoal_f{index}",
+                owner=ref.owner,
+                product=ref.product,
+                holders=tuple(ref.holders or (ref.owner,)),
+                sql=node_sql,
+                columns=tuple(sent),
+                filters=texts,
+                version=ref.version,
+                top_n=top_text,
+                aggregate=aggregate,
+                pushed=pushed,
+                inputs=tuple(inputs),
+            )
+        )
+    if partial is not None:
+        for aggregate_node, merged in partial.combines:
+            aggregate_node.replace(merged)
+    union = sqlglot.parse_one(
+        " UNION ALL ".join(
+            f"SELECT {', '.join(_quoted(n) for n in f.columns)} FROM {_quoted(f.id)}"
+            for f in fragments
+        ),
+        read=_DIALECT,
+    )
+    source = tree.args.get("from_") or tree.args.get("from")
+    if source is None:
+        return None
+    source.this.replace(
+        exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier(_JOINED, quoted=True)))
+    )
+    notes = (
+        f"{shipped_names} is shipped to the nodes of {large.alias}: the joined rows"
+        f"{' (grouped)' if partial is not None else ''}, not {large.alias}'s rows, move",
+    )
+    final_sql = tree.sql(dialect=_DIALECT, identify=True)
+    return QueryPlan(sql, tuple(fragments), final_sql, notes, tuple(columns))
+
+
+def _joined_occurrence(tree: exp.Expr) -> _Occurrence:
+    """The joined rows of a broadcast join, seen as one occurrence (for the top-N test)."""
+    return _Occurrence(exp.Table(this=exp.to_identifier(_JOINED)), _JOINED, [], qualified=True)
+
+
 # -- partial aggregation ------------------------------------------------------------------
 def _runs_every_filter(
     where: exp.Expr | None, filters: list[exp.Expr], occurrence: _Occurrence
@@ -442,16 +718,8 @@ def _aggregate_fragments(
     fragments = []
     outputs = [*partial.keys, *(name for name, _ in partial.partials)]
     for index, ref in enumerate(occurrence.refs):
-        select = partial.select_list()
-        sql = f"SELECT {', '.join(select)} FROM {_quoted(ref.owner)}.{_quoted(ref.product)}"
         texts = [_unqualified(f).sql(dialect=_DIALECT, identify=True) for f in filters]
-        if texts:
-            sql += " WHERE " + " AND ".join(f"({t})" for t in texts)
-        if partial.keys:
-            sql += " GROUP BY " + ", ".join(_quoted(k) for k in partial.keys)
-        elif partial.grouped:
-            # Grouped only by _node: a node without rows must send no group, not a zero row.
-            sql += " HAVING COUNT(*) > 0"
+        sql = _grouping_sql(partial, f"{_quoted(ref.owner)}.{_quoted(ref.product)}", texts)
         fragments.append(
             Fragment(
                 id=f"__shoal_f{first_id + index}",
@@ -467,6 +735,19 @@ def _aggregate_fragments(
         )
     selects = [[_quoted(c) for c in outputs] for _ in fragments]
     return _union(occurrence, fragments, selects), fragments
+
+
+def _grouping_sql(partial: PartialAggregation, source: str, filters: list[str]) -> str:
+    """The SQL a node runs to send its partial states per group of `source`'s rows."""
+    sql = f"SELECT {', '.join(partial.select_list())} FROM {source}"
+    if filters:
+        sql += " WHERE " + " AND ".join(f"({t})" for t in filters)
+    if partial.keys:
+        sql += " GROUP BY " + ", ".join(_quoted(k) for k in partial.keys)
+    elif partial.grouped:
+        # Grouped only by _node: a node without rows must send no group, not a zero row.
+        sql += " HAVING COUNT(*) > 0"
+    return sql
 
 
 # -- top-N ------------------------------------------------------------------------------
@@ -533,6 +814,14 @@ def _top_n(tree: exp.Expr, occurrence: _Occurrence, filters: list[exp.Expr]) -> 
     return _TopN(order, rows + skip)
 
 
+def _top_n_text(top_n: _TopN) -> str:
+    """The ORDER BY ... LIMIT (or bare LIMIT) a node appends to its fragment."""
+    if not top_n.order:
+        return f"LIMIT {top_n.rows}"
+    order = ", ".join(_unqualified(o).sql(dialect=_DIALECT, identify=True) for o in top_n.order)
+    return f"ORDER BY {order} LIMIT {top_n.rows}"
+
+
 def _constant(node: exp.Expr | None) -> int | None:
     """The integer of a LIMIT or OFFSET clause, if it is a plain non-negative literal."""
     if node is None:
@@ -583,6 +872,7 @@ def _push_down(
     wants_everything: bool,
     first_id: int,
     top_n: _TopN | None = None,
+    reducers: Sequence[_SemiJoin] = (),
 ) -> tuple[exp.Expr, list[Fragment]]:
     """The fragments for one occurrence and what replaces it in the coordinator's SQL."""
     columns = _union_columns(occurrence.refs)
@@ -598,7 +888,10 @@ def _push_down(
         node_top_n = (
             top_n if top_n and len(usable) == len(filters) and top_n.columns() <= own else None
         )
-        fragments.append(_fragment(f"__shoal_f{first_id + index}", ref, fetch, usable, node_top_n))
+        semi = [r for r in reducers if r.column in own]
+        fragments.append(
+            _fragment(f"__shoal_f{first_id + index}", ref, fetch, usable, node_top_n, semi)
+        )
     if occurrence.qualified:
         fragment = fragments[0]
         replacement: exp.Expr = exp.Table(
@@ -642,22 +935,18 @@ def _fragment(
     columns: list[str],
     filters: list[exp.Expr],
     top_n: _TopN | None = None,
+    semi: Sequence[_SemiJoin] = (),
 ) -> Fragment:
     """A single-product SELECT with the given columns and filters, as DuckDB SQL."""
     select_list = ", ".join(_quoted(c) for c in columns) or f"1 AS {_quoted(_ROW_MARKER)}"
     sql = f"SELECT {select_list} FROM {_quoted(ref.owner)}.{_quoted(ref.product)}"
     texts = [_unqualified(f).sql(dialect=_DIALECT, identify=True) for f in filters]
+    texts += [reducer.condition() for reducer in semi]
     if texts:
         sql += " WHERE " + " AND ".join(f"({t})" for t in texts)
     top_text = ""
     if top_n is not None:
-        if top_n.order:
-            order = ", ".join(
-                _unqualified(o).sql(dialect=_DIALECT, identify=True) for o in top_n.order
-            )
-            top_text = f"ORDER BY {order} LIMIT {top_n.rows}"
-        else:
-            top_text = f"LIMIT {top_n.rows}"
+        top_text = _top_n_text(top_n)
         sql += " " + top_text
     holders = ref.holders or (ref.owner,)
     return Fragment(
@@ -670,6 +959,8 @@ def _fragment(
         filters=tuple(texts),
         version=ref.version,
         top_n=top_text,
+        pushed="; ".join(reducer.describe() for reducer in semi),
+        inputs=tuple(shipped for reducer in semi for shipped in reducer.inputs),
     )
 
 

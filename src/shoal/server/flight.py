@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from shoal.errors import RefusedError, ShoalError, TokenError, UsageError
-from shoal.mesh.peers import FRAGMENT_PATH
+from shoal.mesh.peers import FRAGMENT_PATH, fragment_from_wire
 from shoal.mesh.tokens import read_request_token, request_caller
 from shoal.mesh.wire import AUTH_SCHEME, error_to_bytes
 from shoal.node import Node
@@ -41,6 +42,8 @@ log = logging.getLogger("shoal.flight")
 
 MAX_TICKET_BYTES = 1024 * 1024
 MAX_PRODUCTS_PER_FRAGMENT = 64
+MAX_INPUTS_PER_FRAGMENT = 8
+_INPUT_ID = re.compile(r"__shoal_b[0-9]{1,6}")
 
 
 class _Caller(flight.ServerMiddleware):  # type: ignore[misc]
@@ -81,12 +84,16 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         self._check_caller(context, raw)
         started = time.perf_counter()
         try:
+            inputs = self.node.fetch_inputs(
+                [fragment_from_wire(item) for item in fragment.get("inputs", [])]
+            )
             reader = self.node.serve_fragment(
                 fragment["owner"],
                 fragment["product"],
                 fragment["sql"],
                 fragment.get("version"),
                 [(name, v) for name, v in fragment.get("also", [])],
+                inputs,
             )
         except ShoalError:
             if self.metrics is not None:
@@ -155,12 +162,24 @@ def _parse_ticket(raw: bytes) -> dict[str, Any]:
     if isinstance(data, dict) and isinstance(data.get("sql"), str):
         return {"sql": data["sql"]}
     fragment = data.get("fragment") if isinstance(data, dict) else None
-    version = fragment.get("version") if isinstance(fragment, dict) else None
-    also = fragment.get("also", []) if isinstance(fragment, dict) else None
+    inputs = fragment.get("inputs", []) if isinstance(fragment, dict) else None
     if (
-        isinstance(fragment, dict)
-        and all(isinstance(fragment.get(k), str) for k in ("owner", "product", "sql"))
-        and _is_version(version)
+        _is_fragment(fragment)
+        and isinstance(inputs, list)
+        and len(inputs) <= MAX_INPUTS_PER_FRAGMENT
+        and all(_is_input(item) for item in inputs)
+    ):
+        return {"fragment": fragment}
+    raise UsageError('a ticket is SQL text, {"sql": ...} or a fragment from a coordinator')
+
+
+def _is_fragment(fragment: Any) -> bool:
+    if not isinstance(fragment, dict):
+        return False
+    also = fragment.get("also", [])
+    return (
+        all(isinstance(fragment.get(k), str) for k in ("owner", "product", "sql"))
+        and _is_version(fragment.get("version"))
         and isinstance(also, list)
         and len(also) <= MAX_PRODUCTS_PER_FRAGMENT
         and all(
@@ -170,9 +189,27 @@ def _parse_ticket(raw: bytes) -> dict[str, Any]:
             and _is_version(item[1])
             for item in also
         )
-    ):
-        return {"fragment": fragment}
-    raise UsageError('a ticket is SQL text, {"sql": ...} or a fragment from a coordinator')
+    )
+
+
+def _is_input(item: Any) -> bool:
+    """A fragment to fetch first: a plain one (inputs do not nest), with where to run it."""
+    return (
+        _is_fragment(item)
+        and "inputs" not in item
+        and isinstance(item.get("id"), str)
+        and _INPUT_ID.fullmatch(item["id"]) is not None
+        and _strings(item.get("holders"), minimum=1)
+        and _strings(item.get("columns"), minimum=0)
+    )
+
+
+def _strings(value: Any, *, minimum: int) -> bool:
+    return (
+        isinstance(value, list)
+        and minimum <= len(value) <= 4096
+        and all(isinstance(v, str) for v in value)
+    )
 
 
 def _is_version(value: Any) -> bool:
