@@ -82,6 +82,11 @@ class Settings(BaseModel):
         ge=0,
         description="Memory (MiB) for cached fragment results; 0 turns the cache off.",
     )
+    table_cache_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Memory (MiB) for decoded product columns that queries read; 0 turns it off.",
+    )
     max_upload_mb: int = Field(
         default=1024,
         ge=1,

@@ -13,11 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
+import yaml
 
 from shoal.errors import ShoalError
 from shoal.mesh.invites import Invites
@@ -136,14 +137,21 @@ class LocalMesh:
         self,
         members: Sequence[tuple[str, str]],
         progress: Callable[[str], None] | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> LocalMesh:
-        """Create and serve `(name, region)` nodes: the first founds the mesh, the rest join."""
+        """Create and serve `(name, region)` nodes: the first founds the mesh, the rest join.
+
+        `settings` adds settings per node name before the node first starts (a node that
+        restarts gets new ports, and a hub on new ports would lose its members).
+        """
         say = progress or (lambda _: None)
+        extra = settings or {}
         (hub_name, hub_region), *others = members
         self.root.mkdir(parents=True, exist_ok=True)
         hub_home = self.root / hub_name
         hub = Node.init(hub_home, hub_name, hub_region)
         hub.membership.found()
+        _add_settings(hub_home, extra.get(hub_name))
         self.nodes[hub_name] = LocalNode(hub_name, hub_home).start()
         say(f"{hub_name} (hub) serving at {self.nodes[hub_name].http}")
         invites = Invites(hub.home, hub.membership)
@@ -151,6 +159,7 @@ class LocalMesh:
             token, _ = invites.issue(name, region, 600)
             home = self.root / name
             Node.join(home, self.nodes[hub_name].http, token)
+            _add_settings(home, extra.get(name))
             self.nodes[name] = LocalNode(name, home).start()
             say(f"{name} joined and is serving at {self.nodes[name].http}")
         return self
@@ -180,6 +189,12 @@ class LocalMesh:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _add_settings(home: Path, values: Mapping[str, Any] | None) -> None:
+    if values:
+        path = home / "settings.yaml"
+        path.write_text(path.read_text() + yaml.safe_dump(dict(values)))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -35,11 +35,13 @@ from shoal.mesh.peers import FragmentClient, ask_hub_to_join
 from shoal.mesh.tokens import peek_join_token
 from shoal.names import check_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
+from shoal.products.columns import ColumnCache, columns_named
 from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
 from shoal.products.publish import Progress, check_current_data
+from shoal.products.stats import estimate_distinct, integer_bounds
 from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
-from shoal.query.cache import FragmentCache, fragment_key
-from shoal.query.profile import QueryProfile
+from shoal.query.cache import FragmentCache, ResultKey, fragment_key
+from shoal.query.profile import QueryProfile, profiled_reader
 from shoal.sources import KINDS, SourceOptions, open_source
 
 __all__ = ["Node"]
@@ -303,10 +305,13 @@ class Node:
         )
         names = self.products.names() if only is None else list(only)
         pinned = versions or {}
-        tables = {
-            (self.name, name): self.products.snapshot(name, pinned.get(name)).dataset
-            for name in names
-        }
+        tables: dict[tuple[str, str], Any] = {}
+        for name in names:
+            snapshot = self.products.snapshot(name, pinned.get(name))
+            # Hot columns come from memory; what does not fit is read from Parquet.
+            columns = columns_named(query, snapshot.dataset.schema)
+            hot = self.column_cache.table(name, snapshot.delta_version, snapshot.dataset, columns)
+            tables[self.name, name] = hot if hot is not None else snapshot.dataset
         for input_id, table in (inputs or {}).items():
             tables["main", input_id] = table
         session.expose(tables)
@@ -354,6 +359,7 @@ class Node:
     def _own_entry(self, name: str) -> CatalogEntry:
         info = self.products.info(name)
         table = self.products.table(name)
+        snapshot = self.products.snapshot(name, table.version())
         return CatalogEntry(
             owner=self.name,
             product=name,
@@ -367,6 +373,8 @@ class Node:
             schema_ipc=encode_schema(table.to_pyarrow_dataset().schema),
             checkpoint=self.checkpoint(name),
             holders=[self.name],
+            distinct=estimate_distinct(snapshot.dataset, snapshot.rows),
+            bounds=integer_bounds(snapshot.dataset),
         )
 
     def members_view(self) -> list[dict[str, Any]]:
@@ -424,17 +432,26 @@ class Node:
         """Every product this node can query: its own (always current) and the catalog's."""
 
         tables = {}
+        joined = self.membership.joined()
+        # Column statistics are made when the node refreshes its catalog entry (see
+        # products/stats.py), so only a joined node's own entry carries them.
+        catalog = self.catalog.entries() if joined else []
+        own_entries = {e.product: e for e in catalog if e.owner == self.name}
         for name in self.products.names():
             snapshot = self.products.snapshot(name)
+            entry = own_entries.get(name)
+            current = entry is not None and entry.delta_version == snapshot.delta_version
             tables[self.name, name] = TableRef(
                 self.name,
                 name,
                 snapshot.dataset.schema,
                 version=snapshot.delta_version,
                 rows=snapshot.rows,
+                distinct=entry.distinct if current and entry is not None else None,
+                bounds=entry.bounds if current and entry is not None else None,
             )
-        if self.membership.joined():
-            for entry in self.catalog.entries():
+        if joined:
+            for entry in catalog:
                 if (entry.owner, entry.product) not in tables:
                     tables[entry.owner, entry.product] = TableRef(
                         entry.owner,
@@ -443,6 +460,8 @@ class Node:
                         tuple(entry.holders),
                         entry.delta_version if entry.delta_version >= 0 else None,
                         entry.rows,
+                        entry.distinct or None,
+                        entry.bounds or None,
                     )
         return list(tables.values())
 
@@ -456,30 +475,59 @@ class Node:
         query: str,
         profile: QueryProfile | None = None,
         on_done: Callable[[QueryProfile], None] | None = None,
+        *,
+        cached: bool = True,
     ) -> pa.RecordBatchReader:
         """Answer one read-only statement over the products of every node in the mesh.
 
         With a `profile`, where the time and the bytes went is recorded in it as the result
         is read; `on_done` (or else the node's `on_query` hooks) runs after the last batch.
+        A repeated statement over an unchanged catalog is answered from the exact cache
+        unless `cached` is off.
         """
         profile = profile if profile is not None else QueryProfile()
+        done = on_done or self._queried
+        key = ResultKey(query, "", self._plan_state()) if cached else None
+        if key is not None:
+            table = self.fragment_cache.get(key)
+            if table is not None:
+                profile.result_cached = True
+                return profiled_reader(table.to_reader(), profile, done)
         started = time.perf_counter()
         plan = profile.plan = self.plan(query)
         profile.planning_seconds += time.perf_counter() - started
         settings = self.home.settings
-        return execute_plan(
+        reader = execute_plan(
             plan,
             functools.partial(self.run_fragment, profile=profile),
             memory_limit=settings.sql_memory_limit,
             threads=settings.sql_threads,
             profile=profile,
-            on_done=on_done or self._queried,
+            on_done=done,
         )
+        if key is None or plan.volatile:
+            return reader
+        limit = self.fragment_cache.max_bytes // 4  # what the cache would keep at most
+        return _kept(reader, limit, lambda table: self.fragment_cache.put(key, table))
+
+    def _plan_state(self) -> tuple[object, ...]:
+        """What decides a statement's plan here: the catalog file and the own products'
+        latest versions (cheap to read: a stat and a folder listing per product)."""
+        try:
+            found = (self.home.root / "mesh" / "catalog.json").stat()
+            catalog: tuple[int, ...] = (found.st_ino, found.st_size, found.st_mtime_ns)
+        except FileNotFoundError:
+            catalog = ()
+        own = tuple(
+            (name, self.products.latest_delta_version(name)) for name in self.products.names()
+        )
+        return catalog, own
 
     def analyze(self, query: str) -> QueryProfile:
-        """Run `query` to the end, discarding its rows: its plan and where the time went."""
+        """Run `query` to the end, discarding its rows: its plan and where the time went
+        (always planned and run: the whole-answer cache is not used)."""
         profile = QueryProfile()
-        for _ in self.query(query, profile):
+        for _ in self.query(query, profile, cached=False):
             pass
         return profile
 
@@ -521,6 +569,10 @@ class Node:
         return table.to_reader()
 
     @functools.cached_property
+    def column_cache(self) -> ColumnCache:
+        return ColumnCache(self.home.settings.table_cache_mb * 1024 * 1024)
+
+    @functools.cached_property
     def fragment_cache(self) -> FragmentCache:
         return FragmentCache(self.home.settings.fragment_cache_mb * 1024 * 1024)
 
@@ -554,6 +606,29 @@ class Node:
         with ThreadPoolExecutor(len(inputs), thread_name_prefix="input") as pool:
             futures = {f.id: pool.submit(self.run_fragment, f) for f in inputs}
             return {fid: future.result().read_all() for fid, future in futures.items()}
+
+
+def _kept(
+    reader: pa.RecordBatchReader, limit: int, keep: Callable[[pa.Table], None]
+) -> pa.RecordBatchReader:
+    """`reader`, passing the whole result to `keep` once its last batch was read, if it
+    is at most `limit` bytes (a larger result, or one dropped halfway, keeps nothing)."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        seen: list[pa.RecordBatch] | None = []
+        size = 0
+        for batch in reader:
+            if seen is not None:
+                size += batch.nbytes
+                if size <= limit:
+                    seen.append(batch)
+                else:
+                    seen = None
+            yield batch
+        if seen is not None:
+            keep(pa.Table.from_batches(seen, schema=reader.schema))
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def read_contract_file(path: Path) -> Contract:

@@ -57,8 +57,34 @@ def test_a_repeated_query_is_answered_from_the_cache(node, write_parquet):
     node.publish("orders", str(write_parquet({"id": [4], "amount": [10.0]})))
     misses = node.fragment_cache.misses
     newer = node.query(sql).read_all()
-    assert node.fragment_cache.misses == misses + 1
+    # A new version changes the whole answer's key and the fragment's: both miss.
+    assert node.fragment_cache.misses == misses + 2
     assert newer.column("s").to_pylist() == [15.0]
+
+
+def test_a_repeated_statement_skips_planning_and_volatile_ones_are_never_kept(node):
+    from shoal.query.profile import QueryProfile
+
+    sql = "SELECT count(*) AS n FROM orders"
+    node.query(sql).read_all()
+    profile = QueryProfile()
+    assert node.query(sql, profile).read_all().column("n").to_pylist() == [3]
+    assert profile.result_cached and profile.plan is None and not profile.runs
+    analyzed = node.analyze(sql)  # explain --analyze always plans and runs
+    assert not analyzed.result_cached and analyzed.plan is not None
+    # random() at the node (the whole statement runs there) or at the coordinator: a
+    # repeat must draw again, so neither the answer nor the fragment is kept.
+    for volatile in (
+        "SELECT random() AS r FROM orders",
+        "SELECT random() AS r, n FROM (SELECT count(*) AS n FROM orders)",
+    ):
+        draws = {node.query(volatile).read_all().column("r")[0].as_py() for _ in range(3)}
+        assert len(draws) == 3, volatile
+    # A result larger than a quarter of the cache is not kept.
+    small = Node.open(node.home.root)
+    small.fragment_cache.max_bytes = 64
+    small.query("SELECT * FROM orders").read_all()
+    assert len(small.fragment_cache) == 0
 
 
 def test_a_plan_reads_the_versions_it_saw(node, write_parquet):

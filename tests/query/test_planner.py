@@ -318,3 +318,72 @@ def test_a_co_located_statement_needs_a_node_holding_every_product():
     assert fragment.holders == ("replica",)
     tables[1] = TableRef("hq", "prices", ORDERS, holders=("elsewhere",))
     assert len(plan_query(sql, tables).fragments) == 2
+
+
+def _with_statistics(rows: int, distinct: dict[str, int]) -> list[TableRef]:
+    schema = pa.schema([("order_id", pa.int64()), ("city", pa.string()), ("amount", pa.float64())])
+    return [
+        TableRef(owner, "orders", schema, rows=rows, distinct=distinct)
+        for owner in ("berlin", "munich")
+    ]
+
+
+def test_grouping_by_a_near_unique_key_pushes_only_projection_and_filters():
+    tables = _with_statistics(1000, {"order_id": 990, "city": 3, "amount": 400})
+    sql = "SELECT order_id, sum(amount) FROM orders GROUP BY order_id"
+    plan = plan_query(sql, tables)
+    assert not any(f.aggregate for f in plan.fragments)
+    assert any("only projection and filters are pushed" in n for n in plan.notes)
+    assert "catalog statistics" in plan.explain()
+    grouped = plan_query("SELECT city, sum(amount) FROM orders GROUP BY city", tables)
+    assert all(f.aggregate for f in grouped.fragments)
+    assert any("partial aggregation chosen: about 6 groups" in n for n in grouped.notes)
+    # Without statistics (or for an expression key) grouping at the nodes is assumed to pay.
+    unknown = [TableRef(t.owner, t.product, t.schema) for t in tables]
+    assert all(f.aggregate for f in plan_query(sql, unknown).fragments)
+    by_expression = plan_query(
+        "SELECT order_id % 2, count(*) FROM orders GROUP BY 1", tables
+    ).fragments
+    assert all(f.aggregate for f in by_expression)
+
+
+def _bounded() -> list[TableRef]:
+    schema = pa.schema([("order_id", pa.int64()), ("amount", pa.float64())])
+    return [
+        TableRef("berlin", "orders", schema, rows=100, bounds={"order_id": [1, 100]}),
+        TableRef("munich", "orders", schema, rows=100, bounds={"order_id": [101, 200]}),
+        TableRef("vienna", "orders", schema, rows=100),  # no bounds: always asked
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "asked"),
+    [
+        ("order_id = 42", {"berlin", "vienna"}),
+        ("42 = order_id", {"berlin", "vienna"}),
+        ("order_id IN (150, 7)", {"berlin", "munich", "vienna"}),
+        ("order_id IN (150, 170)", {"munich", "vienna"}),
+        ("order_id > 100", {"munich", "vienna"}),
+        ("order_id >= 100", {"berlin", "munich", "vienna"}),
+        ("order_id < 101", {"berlin", "vienna"}),
+        ("order_id <= 0", {"vienna"}),
+        ("order_id BETWEEN 120 AND 130", {"munich", "vienna"}),
+        ("order_id = 150 OR order_id = 5", {"berlin", "munich", "vienna"}),
+        ("(order_id = 150 OR order_id = 160)", {"munich", "vienna"}),
+        ("order_id = -5", {"vienna"}),
+        ("order_id = 42.5", {"berlin", "munich", "vienna"}),  # not an integer: no pruning
+        ("amount = 42", {"berlin", "munich", "vienna"}),  # no bounds for amount
+        ("order_id + 0 = 150", {"berlin", "munich", "vienna"}),
+    ],
+)
+def test_nodes_whose_rows_cannot_pass_are_not_asked(where, asked):
+    plan = plan_query(f"SELECT order_id, amount FROM orders WHERE {where}", _bounded())
+    assert {f.owner for f in plan.fragments} == asked
+    if len(asked) < 3:
+        assert any("not asked" in n for n in plan.notes)
+
+
+def test_pruning_every_node_still_answers_with_the_right_shape():
+    tables = _bounded()[:2]
+    plan = plan_query("SELECT count(*) AS n FROM orders WHERE order_id = 999", tables)
+    assert len(plan.fragments) == 1

@@ -49,6 +49,16 @@ class CatalogEntry(BaseModel):
     schema_ipc: str = Field(max_length=MAX_TEXT, description="Arrow IPC schema, base64")
     checkpoint: str = Field(max_length=4096, description="the owner's signed note")
     holders: list[str] = Field(default_factory=list, max_length=1000)
+    distinct: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description="estimated distinct values per column (lower case), for the planner",
+    )
+    bounds: dict[str, list[int]] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description="[min, max] per integer column (lower case), for pruning whole nodes",
+    )
     seq: int = Field(ge=0, default=0, description="the holder catalog's change number")
 
     @property

@@ -7,6 +7,11 @@ cache is never stale and never needs invalidating. Fragments without a known ver
 not cached. The caller is part of the key so that, once policies give callers different
 views, one caller's rows are never served to another.
 
+The coordinator also keeps whole answers (`ResultKey`) in the same cache: the statement's
+text with the state that decides its plan (the catalog file and this node's own product
+versions). A repeated dashboard query then skips planning and merging too. Statements that
+call volatile functions (random(), now()) are never cached, at either level.
+
 Bounded by the bytes of the cached Arrow tables; the least recently used go first.
 """
 
@@ -20,7 +25,7 @@ import pyarrow as pa
 
 from shoal.query.plan import Fragment
 
-__all__ = ["CacheKey", "FragmentCache", "fragment_key"]
+__all__ = ["CacheKey", "FragmentCache", "ResultKey", "fragment_key"]
 
 
 @dataclass(frozen=True)
@@ -32,9 +37,19 @@ class CacheKey:
     caller: str
 
 
+@dataclass(frozen=True)
+class ResultKey:
+    """A whole statement's answer at a coordinator: the same text over the same catalog and
+    the same own product versions is planned the same way and reads the same versions."""
+
+    sql: str
+    caller: str
+    state: tuple[object, ...]
+
+
 def fragment_key(fragment: Fragment, caller: str | None) -> CacheKey | None:
     """The fragment's cache key, or None when its result cannot be cached exactly."""
-    if fragment.version is None:
+    if fragment.version is None or fragment.volatile:
         return None
     if any(version is None for _, version in fragment.also):
         return None
@@ -52,13 +67,13 @@ class FragmentCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._tables: OrderedDict[CacheKey, pa.Table] = OrderedDict()
+        self._tables: OrderedDict[CacheKey | ResultKey, pa.Table] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: CacheKey) -> pa.Table | None:
+    def get(self, key: CacheKey | ResultKey) -> pa.Table | None:
         with self._lock:
             table = self._tables.get(key)
             if table is None:
@@ -68,7 +83,7 @@ class FragmentCache:
             self.hits += 1
             return table
 
-    def put(self, key: CacheKey, table: pa.Table) -> None:
+    def put(self, key: CacheKey | ResultKey, table: pa.Table) -> None:
         """Keep `table` unless it alone would take more than a quarter of the cache."""
         size = table.nbytes
         if self.max_bytes <= 0 or size > self.max_bytes // 4:

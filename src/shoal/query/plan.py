@@ -6,6 +6,7 @@ and executed by any runner (in process in tests, over Arrow Flight in a mesh).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,12 @@ class TableRef:
     holders: tuple[str, ...] = ()  # nodes able to serve it; empty means (owner,)
     version: int | None = None  # the Delta table version the catalog knows, if any
     rows: int | None = None  # rows at that version, if known: decides broadcast joins
+    # Estimated distinct values per column (lower case), if known: decides whether
+    # grouping at the nodes pays. Not part of equality.
+    distinct: Mapping[str, int] | None = field(default=None, compare=False, hash=False)
+    # [min, max] per integer column (lower case), if known: a node whose rows cannot pass a
+    # filter is not asked.
+    bounds: Mapping[str, Sequence[int]] | None = field(default=None, compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -53,6 +60,8 @@ class Fragment:
     # Fragments whose results the serving node fetches itself (from their holders) and
     # reads under their ids: the small sides of a broadcast join.
     inputs: tuple[Fragment, ...] = ()
+    # Reads a function whose value changes between runs (random(), now()): never cached.
+    volatile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +91,7 @@ class QueryPlan:
     final_sql: str
     notes: tuple[str, ...] = field(default=())  # why something was not pushed down
     columns: tuple[str, ...] = field(default=())  # the result's names, as written
+    volatile: bool = False  # the statement calls random(), now() or the like: never cached
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -25,10 +25,11 @@ aggregates, top-N and co-located joins in `_push_down`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -117,6 +118,13 @@ class _Occurrence:
     alias: str
     refs: list[TableRef]
     qualified: bool
+    # The union's columns over every owner, kept when pruning drops owners: the statement
+    # was bound against all of them.
+    columns: list[tuple[str, pa.DataType]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            self.columns = _union_columns(self.refs)
 
 
 def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
@@ -149,7 +157,8 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             top_of[key] = select is tree
             scope_of[key] = select
     columns = _output_columns(sql, occurrences)
-    colocated = _colocated(sql, tree, occurrences, columns)
+    volatile = _volatile(tree)
+    colocated = _colocated(sql, tree, occurrences, columns, volatile)
     if colocated is not None:
         return colocated
     broadcast = _broadcast(sql, tree, occurrences, columns)
@@ -171,6 +180,14 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
             filters = _pushable_conjuncts(
                 where_of[key], occurrence.alias, sources_of[key] == 1, select_aliases[key]
             )
+        kept = [ref for ref in occurrence.refs if not _cannot_match(ref, filters)]
+        if len(kept) < len(occurrence.refs):
+            skipped = [r.owner for r in occurrence.refs if r not in kept]
+            notes.append(
+                f"{occurrence.alias}: not asked: {', '.join(skipped)} (their rows cannot pass "
+                "the filters, by the catalog's column bounds)"
+            )
+            occurrence.refs = kept or occurrence.refs[:1]
         top_n = None
         if top_of[key] and sources_of[key] == 1 and not nullable[key]:
             partial = plan_partial_aggregation(
@@ -180,6 +197,12 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
                 _runs_every_filter(where_of[key], filters, occurrence),
                 _PUSHABLE,
             )
+            if partial is not None:
+                pays, why = _grouping_pays(partial, occurrence.refs)
+                if why:
+                    notes.append(f"{occurrence.alias}: {why}")
+                if not pays:
+                    partial = None
             if partial is not None:
                 replacement, made = _aggregate_fragments(
                     occurrence, filters, partial, len(fragments)
@@ -205,7 +228,52 @@ def plan_query(sql: str, tables: Sequence[TableRef]) -> QueryPlan:
         fragments += made
         occurrence.table.replace(replacement)
     final_sql = tree.sql(dialect=_DIALECT, identify=True)
-    return QueryPlan(sql, tuple(fragments), final_sql, tuple(notes), tuple(columns))
+    return QueryPlan(sql, tuple(fragments), final_sql, tuple(notes), tuple(columns), volatile)
+
+
+# Functions whose value changes between runs: a statement calling one is never cached.
+_VOLATILE = (
+    exp.Rand,
+    exp.Randn,
+    exp.Randstr,
+    exp.Uuid,
+    exp.CurrentDate,
+    exp.CurrentTime,
+    exp.CurrentTimestamp,
+    exp.CurrentDatetime,
+    exp.CurrentTimestampLTZ,
+    exp.NextValueFor,
+)
+_VOLATILE_NAMES = {
+    "now",
+    "random",
+    "setseed",
+    "nextval",
+    "currval",
+    "uuid",
+    "gen_random_uuid",
+    "transaction_timestamp",
+    "get_current_timestamp",
+    "get_current_time",
+    "current_localtime",
+    "current_localtimestamp",
+    "localtime",
+    "localtimestamp",
+    "today",
+    "current_setting",
+    "current_query",
+    "txid_current",
+}
+
+
+def _volatile(tree: exp.Expr) -> bool:
+    """Whether the statement calls a function whose value changes between runs."""
+    for node in tree.walk():
+        if isinstance(node, _VOLATILE):
+            return True
+        if isinstance(node, exp.Anonymous) and node.name.lower() in _VOLATILE_NAMES:
+            return True
+    return False
 
 
 # -- parsing and the gate -----------------------------------------------------------------
@@ -363,7 +431,7 @@ def _output_columns(sql: str, occurrences: list[_Occurrence]) -> list[str]:
 
 # -- co-location ---------------------------------------------------------------------------
 def _colocated(
-    sql: str, tree: exp.Expr, occurrences: list[_Occurrence], columns: list[str]
+    sql: str, tree: exp.Expr, occurrences: list[_Occurrence], columns: list[str], volatile: bool
 ) -> QueryPlan | None:
     """The whole statement as one fragment, when every product it reads lives on one node.
 
@@ -415,17 +483,90 @@ def _colocated(
         version=first.version,
         also=tuple((ref.product, ref.version) for ref in others),
         pushed="the whole statement (every product it reads lives on this node)",
+        volatile=volatile,
     )
     final_sql = (
         f"SELECT {', '.join(_quoted(name) for name in positional)} FROM {_quoted(fragment.id)}"
     )
-    return QueryPlan(sql, (fragment,), final_sql, (), tuple(columns))
+    return QueryPlan(sql, (fragment,), final_sql, (), tuple(columns), volatile)
 
 
 def _common_holders(refs: list[TableRef]) -> tuple[str, ...]:
     """Nodes that hold every one of `refs`, in the first one's order of preference."""
     first, *rest = [tuple(ref.holders or (ref.owner,)) for ref in refs]
     return tuple(node for node in first if all(node in other for other in rest))
+
+
+# -- pruning whole nodes ------------------------------------------------------------------
+def _cannot_match(ref: TableRef, filters: list[exp.Expr]) -> bool:
+    """Whether no row of `ref` can pass `filters`, by its integer columns' [min, max]."""
+    if ref.rows == 0:
+        return True  # an empty product adds no row to any answer
+    if not ref.bounds:
+        return False
+    return any(_outside(conjunct, ref.bounds) for conjunct in filters)
+
+
+def _outside(conjunct: exp.Expr, bounds: Mapping[str, Sequence[int]]) -> bool:
+    """Whether `conjunct` is false (or NULL) for every value within the column's bounds."""
+    if isinstance(conjunct, exp.Paren):
+        return _outside(conjunct.this, bounds)
+    if isinstance(conjunct, exp.Or):
+        return _outside(conjunct.this, bounds) and _outside(conjunct.expression, bounds)
+    if isinstance(conjunct, exp.In) and not conjunct.args.get("query"):
+        low_high = _bounds_of(conjunct.this, bounds)
+        values = [_integer(v) for v in conjunct.expressions]
+        if low_high is None or any(v is None for v in values):
+            return False
+        return all(not low_high[0] <= v <= low_high[1] for v in values if v is not None)
+    if isinstance(conjunct, exp.Between):
+        low_high = _bounds_of(conjunct.this, bounds)
+        low, high = _integer(conjunct.args.get("low")), _integer(conjunct.args.get("high"))
+        if low_high is None or low is None or high is None:
+            return False
+        return high < low_high[0] or low > low_high[1]
+    comparisons: dict[type[exp.Expr], str] = {
+        exp.EQ: "=",
+        exp.GT: ">",
+        exp.GTE: ">=",
+        exp.LT: "<",
+        exp.LTE: "<=",
+    }
+    operator = comparisons.get(type(conjunct))
+    if operator is None:
+        return False
+    column, value = conjunct.this, _integer(conjunct.expression)
+    if not isinstance(column, exp.Column):  # `5 < x`: read as `x > 5`
+        column, value = conjunct.expression, _integer(conjunct.this)
+        operator = {"=": "=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}[operator]
+    low_high = _bounds_of(column, bounds)
+    if low_high is None or value is None:
+        return False
+    low, high = low_high
+    return {
+        "=": not low <= value <= high,
+        ">": high <= value,
+        ">=": high < value,
+        "<": low >= value,
+        "<=": low > value,
+    }[operator]
+
+
+def _bounds_of(node: exp.Expr, bounds: Mapping[str, Sequence[int]]) -> tuple[int, int] | None:
+    if not isinstance(node, exp.Column):
+        return None
+    found = bounds.get(node.name.lower())
+    return (int(found[0]), int(found[1])) if found is not None and len(found) == 2 else None
+
+
+def _integer(node: exp.Expr | None) -> int | None:
+    """The value of an integer literal (or a negated one), else None."""
+    if isinstance(node, exp.Neg):
+        inner = _integer(node.this)
+        return -inner if inner is not None else None
+    if isinstance(node, exp.Literal) and node.is_int:
+        return int(node.this)
+    return None
 
 
 # -- semi-join reduction ------------------------------------------------------------------
@@ -682,7 +823,7 @@ def _broadcast(
         f"{' (grouped)' if partial is not None else ''}, not {large.alias}'s rows, move",
     )
     final_sql = tree.sql(dialect=_DIALECT, identify=True)
-    return QueryPlan(sql, tuple(fragments), final_sql, notes, tuple(columns))
+    return QueryPlan(sql, tuple(fragments), final_sql, notes, tuple(columns), _volatile(tree))
 
 
 def _joined_occurrence(tree: exp.Expr) -> _Occurrence:
@@ -735,6 +876,37 @@ def _aggregate_fragments(
         )
     selects = [[_quoted(c) for c in outputs] for _ in fragments]
     return _union(occurrence, fragments, selects), fragments
+
+
+# Grouping at the nodes pays when it sends at most this share of the rows it reads.
+GROUPING_PAYS_BELOW = 0.5
+
+
+def _grouping_pays(partial: PartialAggregation, refs: list[TableRef]) -> tuple[bool, str]:
+    """Whether grouping at the nodes shrinks what they send, from the catalog's row counts
+    and distinct-value estimates, and why; it is assumed to pay when they are unknown."""
+    keys = [k for k in partial.keys if k not in partial.key_expressions]
+    if len(keys) != len(partial.keys):
+        return True, ""  # an expression key (a day, a lower-cased name): no estimate
+    rows = groups = 0
+    for ref in refs:
+        if ref.rows is None or ref.distinct is None or any(k not in ref.distinct for k in keys):
+            return True, ""
+        estimate = 1
+        for key in keys:
+            estimate *= max(1, ref.distinct[key])
+        rows += ref.rows
+        groups += min(ref.rows, estimate) if ref.rows else 0
+    described = ", ".join(keys) or "nothing"
+    if rows and groups > GROUPING_PAYS_BELOW * rows:
+        return False, (
+            f"grouping by {described} at the nodes would send about {groups:,} of "
+            f"{rows:,} rows (catalog statistics), so only projection and filters are pushed"
+        )
+    return True, (
+        f"partial aggregation chosen: about {groups:,} groups from {rows:,} rows "
+        "(catalog statistics)"
+    )
 
 
 def _grouping_sql(partial: PartialAggregation, source: str, filters: list[str]) -> str:
@@ -875,7 +1047,7 @@ def _push_down(
     reducers: Sequence[_SemiJoin] = (),
 ) -> tuple[exp.Expr, list[Fragment]]:
     """The fragments for one occurrence and what replaces it in the coordinator's SQL."""
-    columns = _union_columns(occurrence.refs)
+    columns = occurrence.columns
     needed = [
         (name, dtype) for name, dtype in columns if wants_everything or name.lower() in names_used
     ]

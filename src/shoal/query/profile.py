@@ -73,6 +73,7 @@ class QueryProfile:
     result_rows: int = 0
     runs: dict[str, FragmentRun] = field(default_factory=dict)
     plan: QueryPlan | None = None
+    result_cached: bool = False  # the whole answer came from the coordinator's exact cache
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def run(self, fragment_id: str, node: str) -> FragmentRun:
@@ -107,6 +108,7 @@ class QueryProfile:
             "rows_moved": self.rows_moved,
             "bytes_moved": self.bytes_moved,
             "result_rows": self.result_rows,
+            "result_cached": self.result_cached,
             "fragments": [run.to_dict() for run in self.runs.values()],
         }
 
@@ -114,6 +116,8 @@ class QueryProfile:
         """The plan as `QueryPlan.explain` prints it, with what each fragment cost."""
         plan = self.plan if self.plan is not None else QueryPlan("", (), "")
         lines = [plan.explain(), "analysis:"]
+        if self.result_cached:
+            lines.append("  the whole answer came from the coordinator's exact cache")
         lines.append(
             f"  planning {_ms(self.planning_seconds)}, fragments {_ms(self.fetch_seconds)} "
             f"(in parallel), merge {_ms(self.merge_seconds)}, total {_ms(self.total_seconds)}"

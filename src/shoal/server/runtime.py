@@ -189,6 +189,10 @@ def _bind(listen: Listen) -> socket.socket:
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Connections accepted from this socket inherit TCP_NODELAY. Without it, uvicorn's
+    # response (headers and body in two writes) waits for the client's delayed ACK on a
+    # kept-alive connection: about 40 ms added to every request after the first.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((listen.host, listen.port))
     except OSError as exc:
