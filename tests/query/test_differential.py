@@ -563,3 +563,28 @@ def test_pruning_by_column_bounds_keeps_every_answer(mesh, sql):
     got = execute_plan(plan, lambda f: mesh.run(f).to_reader()).read_all()
     problem = first_difference(mesh.expect(sql), got, ordered="ORDER BY" in sql)
     assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
+
+
+@pytest.mark.parametrize(
+    ("sql", "k"),
+    [
+        (
+            "SELECT order_id, amount FROM orders WHERE amount > 5 "
+            "ORDER BY amount DESC NULLS LAST, order_id LIMIT 7",
+            7,
+        ),
+        ("SELECT order_id FROM orders ORDER BY qty, order_id LIMIT 3 OFFSET 2", 5),
+        (
+            "SELECT o.order_id, k.title FROM orders o JOIN hq.catalogue k USING (sku) "
+            "ORDER BY o.order_id DESC LIMIT 4",
+            4,
+        ),
+    ],
+)
+def test_top_n_moves_at_most_k_rows_per_node(mesh, sql, k):
+    plan = mesh.plan(sql)
+    assert all(f.top_n for f in plan.fragments), plan.explain()
+    moved = [mesh.run(f).num_rows for f in plan.fragments]
+    assert all(rows <= k for rows in moved) and sum(moved) <= k * len(plan.fragments)
+    problem = first_difference(mesh.expect(sql), mesh.ask(sql), ordered=True)
+    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
