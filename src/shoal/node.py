@@ -40,6 +40,7 @@ from shoal.products.history import ProductHistory, locked_product, recover_all, 
 from shoal.products.publish import Progress, check_current_data
 from shoal.products.stats import estimate_distinct, integer_bounds
 from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
+from shoal.query.bounds import scan_filter
 from shoal.query.cache import FragmentCache, ResultKey, fragment_key
 from shoal.query.profile import QueryProfile, profiled_reader
 from shoal.sources import KINDS, SourceOptions, open_source
@@ -306,11 +307,16 @@ class Node:
         names = self.products.names() if only is None else list(only)
         pinned = versions or {}
         tables: dict[tuple[str, str], Any] = {}
+        # A plain filtered scan of one product skips the in-memory blocks its WHERE rules out.
+        scan = scan_filter(query)
         for name in names:
             snapshot = self.products.snapshot(name, pinned.get(name))
             # Hot columns come from memory; what does not fit is read from Parquet.
             columns = columns_named(query, snapshot.dataset.schema)
-            hot = self.column_cache.table(name, snapshot.delta_version, snapshot.dataset, columns)
+            keep = scan[1] if scan is not None and scan[0].lower() == name.lower() else None
+            hot = self.column_cache.table(
+                name, snapshot.delta_version, snapshot.dataset, columns, keep
+            )
             tables[self.name, name] = hot if hot is not None else snapshot.dataset
         for input_id, table in (inputs or {}).items():
             tables["main", input_id] = table

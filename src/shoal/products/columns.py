@@ -7,6 +7,11 @@ are kept, per (product, Delta version, column), in an LRU bounded in bytes
 (`table_cache_mb`), and the next query over them scans memory. A query whose columns do
 not fit reads Parquet as before.
 
+Integer columns also get zone maps: [min, max] per block of `BLOCK_ROWS` rows. A caller that
+knows a filter every row must pass (a fragment's WHERE) gives it as `keep`, and blocks that
+cannot pass are left out of the table DuckDB scans, so a lookup by id reads one block, not
+the whole product. DuckDB still applies the filter to what remains.
+
 Which columns a statement reads is found from its tokens: every identifier that names a
 column (and all of them when it uses `*` other than in `count(*)`). A reference the scan
 does not understand can only load too much, never too little, because every name is taken.
@@ -16,15 +21,20 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import TokenType
 from sqlglot.tokens import Tokenizer
 
-__all__ = ["ColumnCache", "columns_named"]
+__all__ = ["BLOCK_ROWS", "BlockFilter", "ColumnCache", "columns_named"]
+
+BLOCK_ROWS = 65_536
+# Given one block's [min, max] per integer column (lower-case names): may a row pass?
+BlockFilter = Callable[[dict[str, tuple[int, int]]], bool]
 
 
 def columns_named(sql: str, schema: pa.Schema) -> list[str] | None:
@@ -55,16 +65,24 @@ class ColumnCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._columns: OrderedDict[tuple[str, int, str], pa.ChunkedArray] = OrderedDict()
+        # Zone maps of cached integer columns: per block, [min, max] or None (all NULL).
+        self._zones: dict[tuple[str, int, str], list[tuple[int, int] | None]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         # One loader per (product, version) at a time: two queries do not decode twice.
         self._loading: dict[tuple[str, int], threading.Lock] = {}
 
     def table(
-        self, product: str, version: int, dataset: pads.Dataset, columns: Iterable[str] | None
+        self,
+        product: str,
+        version: int,
+        dataset: pads.Dataset,
+        columns: Iterable[str] | None,
+        keep: BlockFilter | None = None,
     ) -> pa.Table | None:
         """The product's `columns` (all when None) at `version`, from memory, decoding the
-        missing ones once; None when they do not fit the cache (read the dataset then)."""
+        missing ones once; None when they do not fit the cache (read the dataset then).
+        With `keep`, blocks whose integer columns' bounds fail it are left out."""
         schema = dataset.schema
         wanted = [f.name for f in schema] if columns is None else list(columns)
         if not wanted or self.max_bytes <= 0:
@@ -85,9 +103,32 @@ class ColumnCache:
                 for name in missing:
                     found[name] = decoded.column(name)
                 self._put(product, version, {n: decoded.column(n) for n in missing})
-        return pa.table(
-            [found[n] for n in wanted], schema=pa.schema([schema.field(n) for n in wanted])
-        )
+        fields = pa.schema([schema.field(n) for n in wanted])
+        table = pa.table([found[n] for n in wanted], schema=fields)
+        return table if keep is None else self._blocks(product, version, table, keep)
+
+    def _blocks(self, product: str, version: int, table: pa.Table, keep: BlockFilter) -> pa.Table:
+        """`table` without the blocks `keep` rules out, by the zone maps of its columns."""
+        with self._lock:
+            zones = {
+                name.lower(): self._zones[product, version, name]
+                for name in table.column_names
+                if (product, version, name) in self._zones
+            }
+        if not zones:
+            return table
+        kept = []
+        for block, start in enumerate(range(0, table.num_rows, BLOCK_ROWS)):
+            bounds: dict[str, tuple[int, int]] = {}
+            for name, zone in zones.items():
+                found = zone[block]
+                if found is not None:
+                    bounds[name] = found
+            if keep(bounds):
+                kept.append(table.slice(start, BLOCK_ROWS))
+        if len(kept) * BLOCK_ROWS >= table.num_rows:
+            return table
+        return pa.concat_tables(kept) if kept else table.slice(0, 0)
 
     def _get(self, product: str, version: int, names: list[str]) -> dict[str, pa.ChunkedArray]:
         with self._lock:
@@ -108,6 +149,19 @@ class ColumnCache:
                     continue
                 self._columns[key] = column
                 self._bytes += column.nbytes
+                if pa.types.is_integer(column.type):
+                    self._zones[key] = _zone_map(column)
             while self._bytes > self.max_bytes and self._columns:
-                _, evicted = self._columns.popitem(last=False)
+                gone, evicted = self._columns.popitem(last=False)
                 self._bytes -= evicted.nbytes
+                self._zones.pop(gone, None)
+
+
+def _zone_map(column: pa.ChunkedArray) -> list[tuple[int, int] | None]:
+    """[min, max] of each block of `BLOCK_ROWS` values; None for a block of NULLs only."""
+    zones: list[tuple[int, int] | None] = []
+    for start in range(0, len(column), BLOCK_ROWS):
+        found = pc.min_max(column.slice(start, BLOCK_ROWS))
+        low, high = found["min"].as_py(), found["max"].as_py()
+        zones.append(None if low is None else (int(low), int(high)))
+    return zones

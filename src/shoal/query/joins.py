@@ -57,7 +57,7 @@ def broadcast_shape(tree: exp.Expr, sides: list[JoinSide]) -> BroadcastShape | N
     when the statement is not a join of one large side with small ones that it may use."""
     if not isinstance(tree, exp.Select) or len(sides) < 2:
         return None
-    for part in ("with", "laterals", "pivots", "qualify", "distinct"):
+    for part in ("with", "with_", "laterals", "pivots", "qualify", "distinct"):
         if tree.args.get(part):
             return None
     for node in tree.walk():

@@ -29,7 +29,7 @@ import dataclasses
 import difflib
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -46,6 +46,7 @@ from shoal.engine import (
 )
 from shoal.errors import LockdownError, NotFoundError, UsageError
 from shoal.query.aggregates import PartialAggregation, plan_partial_aggregation
+from shoal.query.bounds import excludes
 from shoal.query.joins import JoinSide, broadcast_shape
 from shoal.query.plan import Fragment, QueryPlan, TableRef
 
@@ -504,69 +505,7 @@ def _cannot_match(ref: TableRef, filters: list[exp.Expr]) -> bool:
         return True  # an empty product adds no row to any answer
     if not ref.bounds:
         return False
-    return any(_outside(conjunct, ref.bounds) for conjunct in filters)
-
-
-def _outside(conjunct: exp.Expr, bounds: Mapping[str, Sequence[int]]) -> bool:
-    """Whether `conjunct` is false (or NULL) for every value within the column's bounds."""
-    if isinstance(conjunct, exp.Paren):
-        return _outside(conjunct.this, bounds)
-    if isinstance(conjunct, exp.Or):
-        return _outside(conjunct.this, bounds) and _outside(conjunct.expression, bounds)
-    if isinstance(conjunct, exp.In) and not conjunct.args.get("query"):
-        low_high = _bounds_of(conjunct.this, bounds)
-        values = [_integer(v) for v in conjunct.expressions]
-        if low_high is None or any(v is None for v in values):
-            return False
-        return all(not low_high[0] <= v <= low_high[1] for v in values if v is not None)
-    if isinstance(conjunct, exp.Between):
-        low_high = _bounds_of(conjunct.this, bounds)
-        low, high = _integer(conjunct.args.get("low")), _integer(conjunct.args.get("high"))
-        if low_high is None or low is None or high is None:
-            return False
-        return high < low_high[0] or low > low_high[1]
-    comparisons: dict[type[exp.Expr], str] = {
-        exp.EQ: "=",
-        exp.GT: ">",
-        exp.GTE: ">=",
-        exp.LT: "<",
-        exp.LTE: "<=",
-    }
-    operator = comparisons.get(type(conjunct))
-    if operator is None:
-        return False
-    column, value = conjunct.this, _integer(conjunct.expression)
-    if not isinstance(column, exp.Column):  # `5 < x`: read as `x > 5`
-        column, value = conjunct.expression, _integer(conjunct.this)
-        operator = {"=": "=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}[operator]
-    low_high = _bounds_of(column, bounds)
-    if low_high is None or value is None:
-        return False
-    low, high = low_high
-    return {
-        "=": not low <= value <= high,
-        ">": high <= value,
-        ">=": high < value,
-        "<": low >= value,
-        "<=": low > value,
-    }[operator]
-
-
-def _bounds_of(node: exp.Expr, bounds: Mapping[str, Sequence[int]]) -> tuple[int, int] | None:
-    if not isinstance(node, exp.Column):
-        return None
-    found = bounds.get(node.name.lower())
-    return (int(found[0]), int(found[1])) if found is not None and len(found) == 2 else None
-
-
-def _integer(node: exp.Expr | None) -> int | None:
-    """The value of an integer literal (or a negated one), else None."""
-    if isinstance(node, exp.Neg):
-        inner = _integer(node.this)
-        return -inner if inner is not None else None
-    if isinstance(node, exp.Literal) and node.is_int:
-        return int(node.this)
-    return None
+    return any(excludes(conjunct, ref.bounds) for conjunct in filters)
 
 
 # -- semi-join reduction ------------------------------------------------------------------
