@@ -320,7 +320,9 @@ Machine: {machine()}.
 {chr(10).join(lines)}
 
 Where the time went, from one `explain --analyze` run per query at the coordinator (the
-slowest fragment's own node time and its transfer):
+slowest fragment's own node time and its transfer; `explain --analyze` always plans
+and runs, so the repeat's row shows the fragment cache, not the whole-answer cache the
+timed repeat uses):
 
 {chr(10).join(profile)}
 
