@@ -462,14 +462,36 @@ BROADCAST = [
 ]
 
 
+BROADCAST += [
+    # sums, counts, minima and maxima of the large side: grouped by join key before the join
+    (
+        "SELECT k.category, sum(o.amount), count(*), min(o.amount), max(o.order_id) "
+        "FROM orders o JOIN hq.catalogue k ON o.qty = length(k.category) GROUP BY 1",
+        "eager",
+    ),
+    (
+        "SELECT k.category, count(*), count(o.amount), sum(o.qty) FROM orders o "
+        "LEFT JOIN hq.catalogue k USING (sku) WHERE o.qty > 1 GROUP BY 1",
+        "eager",
+    ),
+    (
+        "SELECT o._node, k.category, avg(o.amount) FROM orders o JOIN hq.catalogue k "
+        "USING (sku) WHERE k.price < 12 GROUP BY ALL",
+        "eager",
+    ),
+]
+
+
 @pytest.mark.parametrize(("sql", "shape"), BROADCAST, ids=[q[:60] for q, _ in BROADCAST])
 def test_broadcast_joins_ship_the_small_side_and_agree(mesh, sql, shape):
     plan = mesh.plan(sql)
     assert plan.fragments and all(f.inputs for f in plan.fragments), plan.explain()
     large = {f.owner for f in plan.fragments}
     assert "hq" not in large, "the small side never moves to the coordinator"
-    if shape == "aggregate":
+    if shape in ("aggregate", "eager"):
         assert all(f.aggregate for f in plan.fragments), plan.explain()
+    if shape == "eager":
+        assert all("grouped before the join" in f.aggregate for f in plan.fragments)
     if shape == "top_n":
         assert all(f.top_n for f in plan.fragments), plan.explain()
     expected = mesh.expect(sql)

@@ -661,25 +661,33 @@ def _broadcast(
         fetch = [side.columns[name] for name in side.needed]
         inputs.append(_fragment(f"__shoal_b{index}", ref, fetch, filters))
     positions = {id(t): i for i, t in enumerate(tree.find_all(exp.Table))}
-    joins = []  # per owner of the large side: its join, giving the joined rows
-    for ref in large.refs:
-        copy = tree.copy()
-        tables = list(copy.find_all(exp.Table))
+    pristine = tree.copy()  # the statement as written: the nodes' joins are made from it
+
+    def large_columns(ref: TableRef, names: list[str]) -> list[str]:
+        """The large side's `names` at one owner (typed NULLs where it lacks one)."""
         own = {f.name.lower(): f for f in ref.schema}
         select = [
             _quoted(own[name].name)
             if name in own
             else f"CAST(NULL AS {_duck_type(types[large.alias, name])}) AS {_quoted(name)}"
-            for name in shape.large.needed
+            for name in names
             if name != NODE_COLUMN
         ]
-        if not large.qualified:
+        if not large.qualified and NODE_COLUMN in names:
             select.append(f"{_literal(ref.owner)} AS {_quoted(NODE_COLUMN)}")
-        body = sqlglot.parse_one(
-            f"SELECT {', '.join(select) or f'1 AS {_quoted(_ROW_MARKER)}'} "
-            f"FROM {_quoted(ref.owner)}.{_quoted(ref.product)}",
-            read=_DIALECT,
-        )
+        return select
+
+    def join_sql(
+        ref: TableRef,
+        body_sql: str,
+        extra: list[str],
+        omit: set[str] | frozenset[str] = frozenset(),
+    ) -> str:
+        """The statement's join at one owner over `body_sql` as the large side, selecting
+        the joined columns (but the large side's `omit`) and `extra` large-side columns."""
+        copy = pristine.copy()
+        tables = list(copy.find_all(exp.Table))
+        body = sqlglot.parse_one(body_sql, read=_DIALECT)
         tables[positions[id(large.table)]].replace(
             exp.Subquery(
                 this=body, alias=exp.TableAlias(this=exp.to_identifier(large.alias, quoted=True))
@@ -695,12 +703,28 @@ def _broadcast(
         select_list = [
             exp.alias_(exp.column(name, table=alias, quoted=True), joined, quoted=True)
             for (alias, name), joined in shape.joined.items()
-        ] or [exp.alias_(exp.Literal.number(1), _ROW_MARKER, quoted=True)]
-        copy.set("expressions", select_list)
+            if not (alias == large.alias and name in omit)
+        ] + [exp.column(name, table=large.alias, quoted=True) for name in extra]
+        copy.set(
+            "expressions",
+            select_list or [exp.alias_(exp.Literal.number(1), _ROW_MARKER, quoted=True)],
+        )
         for part in ("group", "having", "order", "limit", "offset"):
             copy.set(part, None)
-        joins.append(copy.sql(dialect=_DIALECT, identify=True))
+        return copy.sql(dialect=_DIALECT, identify=True)
+
+    joins = []  # per owner of the large side: its join, giving the joined rows
+    for ref in large.refs:
+        select = large_columns(ref, shape.large.needed) or [f"1 AS {_quoted(_ROW_MARKER)}"]
+        product_sql = f"{_quoted(ref.owner)}.{_quoted(ref.product)}"
+        joins.append(join_sql(ref, f"SELECT {', '.join(select)} FROM {product_sql}", []))
     texts = tuple(c.sql(dialect=_DIALECT, identify=True) for c in conjuncts)
+    # Large-side columns read anywhere but inside an aggregate: pre-aggregation keeps them.
+    plain_reads = {
+        name
+        for column, (alias, name) in shape.references
+        if alias == large.alias and column.find_ancestor(exp.AggFunc) is None
+    }
     # The coordinator reads the joined rows under one alias; the join and WHERE ran.
     for column, key in shape.references:
         column.replace(exp.column(shape.joined[key], table=_JOINED, quoted=True))
@@ -711,12 +735,33 @@ def _broadcast(
     pushed = f"the join with {shipped_names}, which this node fetches"
     partial = plan_partial_aggregation(tree, _JOINED, [joined_schema], True, _PUSHABLE)
     top_n = None if partial is not None else _top_n(tree, _joined_occurrence(tree), [])
+    eager = (
+        _eager_states(partial, shape.joined, large.alias, shape.large.needed, plain_reads)
+        if partial is not None
+        else None
+    )
+    eager_joins = []
+    if eager is not None:
+        for ref in large.refs:
+            product_sql = f"{_quoted(ref.owner)}.{_quoted(ref.product)}"
+            grouped = large_columns(ref, eager.group)
+            states = [f"{sql_text} AS {_quoted(name)}" for name, sql_text in eager.pre_states]
+            body = f"SELECT {', '.join(grouped + states)} FROM {product_sql}"
+            positions_of = [str(i + 1) for i in range(len(grouped))]
+            if positions_of:
+                body += f" GROUP BY {', '.join(positions_of)}"
+            extra = [name for name, _ in eager.pre_states]
+            eager_joins.append(join_sql(ref, body, extra, eager.state_only))
     fragments = []
-    for index, (ref, join_sql) in enumerate(zip(large.refs, joins, strict=True)):
-        rows = f"({join_sql}) AS {_quoted(_JOINED)}"
+    for index, (ref, joined_sql) in enumerate(zip(large.refs, joins, strict=True)):
+        rows = f"({joined_sql}) AS {_quoted(_JOINED)}"
         sent: list[str] = joined_names
         aggregate, top_text = "", ""
-        if partial is not None:
+        if partial is not None and eager is not None:
+            sent = [*partial.keys, *(name for name, _ in partial.partials)]
+            node_sql = eager.node_sql(partial, eager_joins[index])
+            aggregate = partial.describe() + " (rows grouped before the join)"
+        elif partial is not None:
             sent = [*partial.keys, *(name for name, _ in partial.partials)]
             node_sql = _grouping_sql(partial, rows, [])
             aggregate = partial.describe()
@@ -724,7 +769,7 @@ def _broadcast(
             top_text = _top_n_text(top_n)
             node_sql = f"SELECT * FROM {rows} {top_text}"
         else:
-            node_sql = join_sql
+            node_sql = joined_sql
         fragments.append(
             Fragment(
                 id=f"__shoal_f{index}",
@@ -763,6 +808,80 @@ def _broadcast(
     )
     final_sql = tree.sql(dialect=_DIALECT, identify=True)
     return QueryPlan(sql, tuple(fragments), final_sql, notes, tuple(columns), _volatile(tree))
+
+
+@dataclass(frozen=True)
+class _Eager:
+    """Grouping the large side before a broadcast join: each node first sums (counts, takes
+    the minimum or maximum of) its rows per join key and group column, then joins the few
+    grouped rows with the small side and merges those states, instead of joining every row.
+    Sums, counts, minima and maxima of the large side's own columns commute with the join:
+    each large row meets the same small rows either way."""
+
+    group: list[str]  # large-side columns kept (join keys, filters, group keys)
+    pre_states: list[tuple[str, str]]  # (name, aggregate over the product's rows)
+    outer: dict[str, str]  # partial state name -> its merge over the pre-grouped rows
+    state_only: set[str]  # large-side columns read only inside aggregates: grouped away
+
+    def node_sql(self, partial: PartialAggregation, joined_sql: str) -> str:
+        keys = partial.select_list()[: len(partial.keys)]
+        states = [f"{self.outer[name]} AS {_quoted(name)}" for name, _ in partial.partials]
+        sql = f"SELECT {', '.join(keys + states)} FROM ({joined_sql}) AS {_quoted(_JOINED)}"
+        if partial.keys:
+            sql += " GROUP BY " + ", ".join(_quoted(k) for k in partial.keys)
+        elif partial.grouped:
+            sql += " HAVING COUNT(*) > 0"
+        return sql
+
+
+def _eager_states(
+    partial: PartialAggregation,
+    joined: dict[tuple[str, str], str],
+    large: str,
+    needed: list[str],
+    plain_reads: set[str],
+) -> _Eager | None:
+    """The pre-grouping of the large side for `partial`, or None when a state is not a SUM,
+    COUNT, MIN or MAX of one large-side column (or COUNT(*)) without FILTER."""
+    source = {name: key for key, name in joined.items()}
+    keys_read = {source[k][1] for k in partial.keys if k in source and source[k][0] == large}
+    for expression in partial.key_expressions.values():
+        for column in expression.find_all(exp.Column):
+            key = source.get(column.name)
+            if key is None:
+                return None
+            if key[0] == large:
+                keys_read.add(key[1])
+    state_only = {key[1] for key in joined if key[0] == large} - plain_reads - keys_read
+    group = [name for name in needed if name not in state_only]
+    pre_states: list[tuple[str, str]] = []
+    outer: dict[str, str] = {}
+    merges: dict[type[exp.Expr], str] = {
+        exp.Sum: "SUM",
+        exp.Count: "SUM",
+        exp.Min: "MIN",
+        exp.Max: "MAX",
+    }
+    for index, (name, state) in enumerate(partial.partials):
+        merge = merges.get(type(state))
+        argument = state.this
+        if merge is None or state.find(exp.Filter, exp.Distinct) is not None:
+            return None
+        pre = f"__shoal_e{index}"
+        if isinstance(state, exp.Count) and isinstance(argument, exp.Star):
+            pre_states.append((pre, "COUNT(*)"))
+        elif isinstance(argument, exp.Column) and argument.name in source:
+            side, read = source[argument.name]
+            if side != large:
+                return None
+            function = type(state).__name__.upper()
+            pre_states.append((pre, f"{function}({_quoted(read)})"))
+        else:
+            return None
+        outer[name] = f"{merge}({_quoted(pre)})"
+    if not group:
+        return None
+    return _Eager(group, pre_states, outer, state_only)
 
 
 def _joined_occurrence(tree: exp.Expr) -> _Occurrence:
