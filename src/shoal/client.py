@@ -106,13 +106,7 @@ class Mesh:
         """
         if self._node is not None:
             if analyze:
-                profile = self._node.analyze(query)
-                analysis = profile.to_dict()
-                return {
-                    "plan": analysis.pop("plan"),
-                    "analysis": analysis,
-                    "text": profile.explain(),
-                }
+                return self._node.analyze(query).report()
             plan = self._node.plan(query)
             return {"plan": plan.to_dict(), "text": plan.explain()}
         body = {"sql": query, "analyze": analyze}

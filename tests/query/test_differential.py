@@ -377,6 +377,16 @@ def test_partial_aggregation_moves_groups_not_rows(mesh):
     assert moved <= groups
 
 
+def assert_agrees(mesh, sql, plan, *, ordered=False):
+    """Shoal's answer equals one DuckDB's over the same data: rows, names and types."""
+    expected = mesh.expect(sql)
+    got = mesh.ask(sql)
+    problem = first_difference(expected, got, ordered=ordered)
+    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
+    assert got.schema.types == expected.schema.types
+    assert got.column_names == expected.column_names
+
+
 # Statements whose products all live on one node: they run there whole (with ordering kept).
 COLOCATED = [
     "SELECT o.order_id, c.name FROM berlin.orders o JOIN berlin.customers c "
@@ -400,12 +410,7 @@ def test_colocated_statements_run_whole_and_agree(mesh, sql):
     plan = mesh.plan(sql)
     (fragment,) = plan.fragments
     assert fragment.pushed.startswith("the whole statement"), plan.explain()
-    expected = mesh.expect(sql)
-    got = mesh.ask(sql)
-    problem = first_difference(expected, got, ordered="ORDER BY" in sql)
-    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
-    assert got.schema.types == expected.schema.types
-    assert got.column_names == expected.column_names
+    assert_agrees(mesh, sql, plan, ordered="ORDER BY" in sql)
 
 
 # A small product joined with a large one: each node of the large side fetches the small
@@ -494,11 +499,7 @@ def test_broadcast_joins_ship_the_small_side_and_agree(mesh, sql, shape):
         assert all("grouped before the join" in f.aggregate for f in plan.fragments)
     if shape == "top_n":
         assert all(f.top_n for f in plan.fragments), plan.explain()
-    expected = mesh.expect(sql)
-    got = mesh.ask(sql)
-    problem = first_difference(expected, got, ordered="ORDER BY" in sql)
-    assert problem is None, f"{problem}\nplan:\n{plan.explain()}"
-    assert got.schema.types == expected.schema.types
+    assert_agrees(mesh, sql, plan, ordered="ORDER BY" in sql)
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pyarrow as pa
 import sqlglot
@@ -771,15 +772,12 @@ def _broadcast(
         else:
             node_sql = joined_sql
         fragments.append(
-            Fragment(
-                id=f"__shoal_f{index}",
-                owner=ref.owner,
-                product=ref.product,
-                holders=tuple(ref.holders or (ref.owner,)),
-                sql=node_sql,
-                columns=tuple(sent),
+            _fragment_of(
+                ref,
+                f"__shoal_f{index}",
+                node_sql,
+                sent,
                 filters=texts,
-                version=ref.version,
                 top_n=top_text,
                 aggregate=aggregate,
                 pushed=pushed,
@@ -826,12 +824,8 @@ class _Eager:
     def node_sql(self, partial: PartialAggregation, joined_sql: str) -> str:
         keys = partial.select_list()[: len(partial.keys)]
         states = [f"{self.outer[name]} AS {_quoted(name)}" for name, _ in partial.partials]
-        sql = f"SELECT {', '.join(keys + states)} FROM ({joined_sql}) AS {_quoted(_JOINED)}"
-        if partial.keys:
-            sql += " GROUP BY " + ", ".join(_quoted(k) for k in partial.keys)
-        elif partial.grouped:
-            sql += " HAVING COUNT(*) > 0"
-        return sql
+        rows = f"({joined_sql}) AS {_quoted(_JOINED)}"
+        return _grouping_sql(partial, rows, [], keys + states)
 
 
 def _eager_states(
@@ -920,15 +914,12 @@ def _aggregate_fragments(
         texts = [_unqualified(f).sql(dialect=_DIALECT, identify=True) for f in filters]
         sql = _grouping_sql(partial, f"{_quoted(ref.owner)}.{_quoted(ref.product)}", texts)
         fragments.append(
-            Fragment(
-                id=f"__shoal_f{first_id + index}",
-                owner=ref.owner,
-                product=ref.product,
-                holders=tuple(ref.holders or (ref.owner,)),
-                sql=sql,
-                columns=tuple(outputs),
-                filters=tuple(texts),
-                version=ref.version,
+            _fragment_of(
+                ref,
+                f"__shoal_f{first_id + index}",
+                sql,
+                outputs,
+                filters=texts,
                 aggregate=partial.describe(),
             )
         )
@@ -967,9 +958,15 @@ def _grouping_pays(partial: PartialAggregation, refs: list[TableRef]) -> tuple[b
     )
 
 
-def _grouping_sql(partial: PartialAggregation, source: str, filters: list[str]) -> str:
-    """The SQL a node runs to send its partial states per group of `source`'s rows."""
-    sql = f"SELECT {', '.join(partial.select_list())} FROM {source}"
+def _grouping_sql(
+    partial: PartialAggregation,
+    source: str,
+    filters: list[str],
+    select: list[str] | None = None,
+) -> str:
+    """The SQL a node runs to send its partial states per group of `source`'s rows (its
+    keys and states, or `select` when the states are computed otherwise)."""
+    sql = f"SELECT {', '.join(select or partial.select_list())} FROM {source}"
     if filters:
         sql += " WHERE " + " AND ".join(f"({t})" for t in filters)
     if partial.keys:
@@ -1178,19 +1175,32 @@ def _fragment(
     if top_n is not None:
         top_text = _top_n_text(top_n)
         sql += " " + top_text
-    holders = ref.holders or (ref.owner,)
+    return _fragment_of(
+        ref,
+        fragment_id,
+        sql,
+        columns,
+        filters=texts,
+        top_n=top_text,
+        pushed="; ".join(reducer.describe() for reducer in semi),
+        inputs=tuple(shipped for reducer in semi for shipped in reducer.inputs),
+    )
+
+
+def _fragment_of(
+    ref: TableRef, fragment_id: str, sql: str, columns: Sequence[str], **parts: Any
+) -> Fragment:
+    """A fragment reading `ref` at the version the plan saw, where it may run."""
     return Fragment(
         id=fragment_id,
         owner=ref.owner,
         product=ref.product,
-        holders=tuple(holders),
+        holders=tuple(ref.holders or (ref.owner,)),
         sql=sql,
-        columns=tuple(columns) if columns else (),
-        filters=tuple(texts),
+        columns=tuple(columns),
+        filters=tuple(parts.pop("filters", ())),
         version=ref.version,
-        top_n=top_text,
-        pushed="; ".join(reducer.describe() for reducer in semi),
-        inputs=tuple(shipped for reducer in semi for shipped in reducer.inputs),
+        **parts,
     )
 
 

@@ -112,6 +112,11 @@ class QueryProfile:
             "fragments": [run.to_dict() for run in self.runs.values()],
         }
 
+    def report(self) -> dict[str, Any]:
+        """What `explain --analyze` answers: the plan, the figures and both as text."""
+        analysis = self.to_dict()
+        return {"plan": analysis.pop("plan"), "analysis": analysis, "text": self.explain()}
+
     def explain(self) -> str:
         """The plan as `QueryPlan.explain` prints it, with what each fragment cost."""
         plan = self.plan if self.plan is not None else QueryPlan("", (), "")

@@ -219,9 +219,7 @@ def create_app(
     @app.post("/api/v1/explain", tags=["sql"])
     def explain(request: ExplainRequest) -> dict[str, Any]:
         if request.analyze:
-            profile = node.analyze(request.sql)
-            analysis = profile.to_dict()
-            return {"plan": analysis.pop("plan"), "analysis": analysis, "text": profile.explain()}
+            return node.analyze(request.sql).report()
         plan = node.plan(request.sql)
         return {"plan": plan.to_dict(), "text": plan.explain()}
 
