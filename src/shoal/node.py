@@ -63,6 +63,10 @@ class Node:
         # Called with the profile of every federated query once its result was read (the
         # server exports them as metrics).
         self.on_query: list[Callable[[QueryProfile], None]] = []
+        # Keep decoded columns between queries (products/columns.py). Worth it in a server,
+        # which answers many queries; a one-shot CLI query reads Parquet, whose row-group
+        # statistics skip more than decoding whole columns would save.
+        self.keep_columns = False
         self._own_fingerprints: dict[str, tuple[str, int]] = {}
         self.products.sweep_staging()
         recover_all(self.products)
@@ -314,8 +318,12 @@ class Node:
             # Hot columns come from memory; what does not fit is read from Parquet.
             columns = columns_named(query, snapshot.dataset.schema)
             keep = scan[1] if scan is not None and scan[0].lower() == name.lower() else None
-            hot = self.column_cache.table(
-                name, snapshot.delta_version, snapshot.dataset, columns, keep
+            hot = (
+                self.column_cache.table(
+                    name, snapshot.delta_version, snapshot.dataset, columns, keep
+                )
+                if self.keep_columns
+                else None
             )
             tables[self.name, name] = hot if hot is not None else snapshot.dataset
         for input_id, table in (inputs or {}).items():

@@ -145,6 +145,7 @@ def test_a_node_answers_the_same_with_blocks_left_out(tmp_path, write_parquet):
         "amount": [float(i % 100) for i in range(rows)],
     }
     node = Node.init(tmp_path / "berlin", "berlin")
+    node.keep_columns = True  # as a server does
     node.publish("orders", str(write_parquet(data)))
     reference = duckdb.connect()
     reference.register("orders", pa.table(data))
@@ -161,3 +162,11 @@ def test_a_node_answers_the_same_with_blocks_left_out(tmp_path, write_parquet):
             got = node.sql(sql).read_all().to_pylist()
             plain = sql.replace("berlin.orders", "orders")
             assert got == reference.sql(plain).to_arrow_table().to_pylist(), where
+    assert len(node.column_cache._columns) > 0
+    # A one-shot process (the CLI) reads Parquet and keeps nothing.
+    once = Node.open(node.home.root)
+    assert (
+        once.sql("SELECT count(*) AS n FROM orders WHERE order_id < 10").read_all()[0][0].as_py()
+        == 10
+    )
+    assert len(once.column_cache._columns) == 0

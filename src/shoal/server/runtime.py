@@ -120,6 +120,7 @@ def serve(
         node.membership.found()  # the first node of a mesh is its hub
         health = PeerHealth()
         node.health = health
+        node.keep_columns = True
         metrics = Metrics(node)
         sock = _bind(http_at)
         try:
