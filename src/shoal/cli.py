@@ -29,9 +29,10 @@ from shoal import __version__
 from shoal.client import Mesh, connect
 from shoal.config import resolve_home
 from shoal.errors import ShoalError, UsageError
+from shoal.log import HistoryError
 from shoal.node import Node
 from shoal.products import Mode
-from shoal.results import read_bounded
+from shoal.results import read_bounded, stale_warning, versions_read
 from shoal.sources import SourceOptions, supported
 
 __all__ = ["app", "main"]
@@ -333,8 +334,22 @@ def _describe_in_mesh(name: str, as_json: bool, at: str | None, home: Path | Non
         out.print(f"[bold]{entry['name']}[/bold]  version {entry['version']}")
         out.print(
             f"{entry['rows']:,} rows, {_size(entry['size_bytes'])}; last publish "
-            f"{entry['last_publish']}; held by {', '.join(entry['holders'])}"
+            f"{entry['last_publish']}"
         )
+        if "residency" in entry:
+            out.print(
+                f"residency {entry['residency']}; {entry['replicas_wanted']} replica(s) "
+                f"wanted, on {', '.join(entry['wanted_holders']) or 'no node yet'}"
+            )
+            for holder in entry["holders"]:
+                role = "owner" if holder["owner"] else "replica"
+                fresh = "current" if holder["current"] else "behind"
+                out.print(
+                    f"  {role} {holder['node']}: version {holder['version']} ({fresh}), "
+                    f"{holder['state']}"
+                )
+        else:
+            out.print(f"held by {', '.join(entry['holders'])}")
         out.print(f"contract {entry['contract_version']}")
         table = Table("column", "type")
         for col in entry["columns"]:
@@ -424,17 +439,83 @@ def verify(
             )
         return
     summaries = node.verify(product)
+    copies = node.scrub() if product is None else []
     if as_json:
-        print_json(summaries)
-        return
-    for item in summaries:
-        out.print(
-            f"{node.name}.{item['product']}: ok, {item['entries']} entries to version "
-            f"{item['version']}, {item['files']} live file(s), "
-            f"{_size(item['bytes_hashed'])} re-hashed, root {item['root'][:16]}"
+        print_json(summaries + copies)
+    else:
+        for item in summaries:
+            out.print(
+                f"{node.name}.{item['product']}: ok, {item['entries']} entries to version "
+                f"{item['version']}, {item['files']} live file(s), "
+                f"{_size(item['bytes_hashed'])} re-hashed, root {item['root'][:16]}"
+            )
+        for item in copies:
+            state = (
+                f"{len(item['bad'])} bad file(s) quarantined: {', '.join(item['bad'])}"
+                if item["bad"]
+                else "ok"
+            )
+            out.print(f"{item['product']} (replica): {state}, version {item['version']}")
+        if not summaries and not copies:
+            out.print("no products to verify")
+    if any(item["bad"] for item in copies):
+        raise HistoryError(
+            "replicas", "files failed their hash check; the server fetches them again"
         )
-    if not summaries:
-        out.print("no products to verify")
+
+
+@app.command()
+@handles_errors
+def replicate(
+    product: Annotated[str, typer.Argument(help="One of this node's products.")],
+    replicas: Annotated[
+        int,
+        typer.Option(
+            "--replicas", "-k", help="Copies wanted besides this node's (0 removes them)."
+        ),
+    ],
+    home: HomeOption = None,
+) -> None:
+    """Keep K verified copies of a product on other nodes, in the regions its contract's
+    `residency` allows (default: this node's region only). A running server tells the
+    mesh; `shoal describe NODE.PRODUCT` shows the wanted and the actual holders."""
+    node = open_node(home)
+    entry = node.set_replicas(product, replicas)
+    placement = node.placement(entry)
+    out.print(
+        f"{entry.key}: {replicas} replica(s) wanted, in {placement['residency']}; "
+        f"chosen now: {', '.join(placement['wanted_holders']) or 'none'}"
+    )
+    if replicas > len(placement["wanted_holders"]):
+        err.print(
+            f"warning: only {len(placement['wanted_holders'])} other node(s) in "
+            f"{placement['residency']} can hold a copy",
+            markup=False,
+        )
+
+
+@app.command()
+@handles_errors
+def pull(
+    product: Annotated[str, typer.Argument(help="OWNER.PRODUCT to copy to this node.")],
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Bring this node's copy of OWNER.PRODUCT up to date now, verified (a running server
+    does this by itself for the copies placed on it)."""
+    node = open_node(home)
+    result = node.pull(product)
+    if as_json:
+        print_json(result)
+        return
+    if result["entries_after"] == result["entries_before"]:
+        out.print(f"{product}: copy already current ({result['entries_after']} entries)")
+    else:
+        out.print(
+            f"{product}: copy at {result['entries_after']} entries (was "
+            f"{result['entries_before']}), {result['files']} file(s), "
+            f"{_size(result['bytes'])} from node '{result['source']}', verified"
+        )
 
 
 @app.command("log")
@@ -532,6 +613,9 @@ def sql(
         raise UsageError("parquet output is binary: give -o FILE or redirect stdout")
     with mesh_for(at, home) as mesh:
         reader = mesh.sql_reader(query)
+        warning = stale_warning(versions_read(reader.schema))
+        if warning:
+            err.print(warning, markup=False)
         max_rows = mesh.node.home.settings.sql_max_rows if at is None else 1_000_000
         _write_result(reader, fmt, output, max_rows)
 

@@ -20,6 +20,7 @@ from shoal.errors import ShoalError, UnavailableError, UsageError
 from shoal.mesh.wire import error_from_dict
 from shoal.node import Node
 from shoal.products import Mode
+from shoal.results import versions_read
 
 __all__ = ["Mesh", "Result", "connect"]
 
@@ -34,6 +35,17 @@ class Result:
 
     def arrow(self) -> pa.Table:
         return self._table
+
+    @property
+    def versions(self) -> dict[str, dict[str, Any]]:
+        """Per product read: the version, the node it came from, the newest version known
+        and whether the answer read an older one (`stale`)."""
+        return versions_read(self._table.schema)
+
+    @property
+    def stale(self) -> bool:
+        """Whether any product was read at an older version than the newest known."""
+        return any(info.get("stale") for info in self.versions.values())
 
     def df(self) -> Any:
         """Give the result as a pandas DataFrame (needs pandas installed)."""
@@ -122,7 +134,7 @@ class Mesh:
     def describe(self, name: str) -> list[dict[str, Any]]:
         """The product(s) a name means, with columns, contract and latest checkpoint."""
         if self._node is not None:
-            return [e.detail() for e in self._node.find_products(name)]
+            return self._node.describe_in_mesh(name)
         return list(self._json("GET", f"/api/v1/products/{name}"))
 
     def nodes(self) -> list[dict[str, Any]]:

@@ -87,6 +87,16 @@ class Settings(BaseModel):
         ge=0,
         description="Memory (MiB) for decoded product columns that queries read; 0 turns it off.",
     )
+    replica_grace: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds a holder may stay down before its copies are placed elsewhere.",
+    )
+    scrub_interval: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="Seconds between re-hashes of every stored file; 0 scrubs only on verify.",
+    )
     max_upload_mb: int = Field(
         default=1024,
         ge=1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import difflib
 import functools
+import json
 import logging
 import shutil
 import tempfile
@@ -25,24 +26,37 @@ import pyarrow.parquet as pq
 from shoal.config import Home, create_home, open_home
 from shoal.contracts import Contract, check_evolution, load_contract
 from shoal.crypto import generate_key, key_id_of, public_key_from_bytes
+from shoal.durable import atomic_write
 from shoal.engine import LockedSession
-from shoal.errors import ConflictError, NotFoundError, TokenError, TypeDriftError, UsageError
+from shoal.errors import (
+    ConflictError,
+    NotFoundError,
+    RefusedError,
+    ShoalError,
+    TokenError,
+    TypeDriftError,
+    UnavailableError,
+    UsageError,
+)
 from shoal.log import ENTRY_VERSION, Checkpoint, HistoryError
 from shoal.mesh.catalog import Catalog, CatalogEntry, encode_schema
 from shoal.mesh.health import PeerHealth
-from shoal.mesh.membership import Membership
+from shoal.mesh.membership import Member, Membership
 from shoal.mesh.peers import FragmentClient, ask_hub_to_join
+from shoal.mesh.placement import MAX_REPLICAS
+from shoal.mesh.replication import HolderView, ReplicationSource, Replicator, holders_of
 from shoal.mesh.tokens import peek_join_token
 from shoal.names import check_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
 from shoal.products.columns import ColumnCache, columns_named
 from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
 from shoal.products.publish import Progress, check_current_data
+from shoal.products.replicas import ReplicaStore
 from shoal.products.stats import estimate_distinct, integer_bounds
 from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
 from shoal.query.bounds import scan_filter
 from shoal.query.cache import FragmentCache, ResultKey, fragment_key
-from shoal.query.profile import QueryProfile, profiled_reader
+from shoal.query.profile import FragmentRun, QueryProfile, profiled_reader
 from shoal.sources import KINDS, SourceOptions, open_source
 
 __all__ = ["Node"]
@@ -50,6 +64,8 @@ __all__ = ["Node"]
 log = logging.getLogger("shoal.node")
 
 MAX_CONTRACT_BYTES = 1024 * 1024
+# Schema metadata of a mesh answer: per product, the version read, where, and if stale.
+READ_METADATA = "shoal.read"
 
 
 class Node:
@@ -67,9 +83,11 @@ class Node:
         # which answers many queries; a one-shot CLI query reads Parquet, whose row-group
         # statistics skip more than decoding whole columns would save.
         self.keep_columns = False
-        self._own_fingerprints: dict[str, tuple[str, int]] = {}
+        self._own_fingerprints: dict[str, tuple[str, int, int]] = {}
         self.products.sweep_staging()
         recover_all(self.products)
+        self.replicas = ReplicaStore(home)
+        self.replicas.recover()
 
     @classmethod
     def init(cls, root: Path, name: str, region: str = "local") -> Node:
@@ -304,28 +322,41 @@ class Node:
         also saves opening every other product's table; `versions` pins products to Delta
         table versions.
         """
+        names = self.products.names() if only is None else list(only)
+        return self._run_sql(query, self.name, names, versions or {}, inputs)
+
+    def _run_sql(
+        self,
+        query: str,
+        owner: str,
+        names: Sequence[str],
+        pinned: Mapping[str, int],
+        inputs: Mapping[str, pa.Table] | None,
+    ) -> pa.RecordBatchReader:
+        """Run `query` over products `names` of `owner` (this node's own, or copies)."""
         settings = self.home.settings
         session = LockedSession(
             memory_limit=settings.sql_memory_limit, threads=settings.sql_threads
         )
-        names = self.products.names() if only is None else list(only)
-        pinned = versions or {}
         tables: dict[tuple[str, str], Any] = {}
         # A plain filtered scan of one product skips the in-memory blocks its WHERE rules out.
         scan = scan_filter(query)
         for name in names:
-            snapshot = self.products.snapshot(name, pinned.get(name))
+            if owner == self.name:
+                snapshot = self.products.snapshot(name, pinned.get(name))
+            else:
+                snapshot = self.replicas.snapshot(owner, name, pinned.get(name))
             # Hot columns come from memory; what does not fit is read from Parquet.
             columns = columns_named(query, snapshot.dataset.schema)
             keep = scan[1] if scan is not None and scan[0].lower() == name.lower() else None
             hot = (
                 self.column_cache.table(
-                    name, snapshot.delta_version, snapshot.dataset, columns, keep
+                    f"{owner}.{name}", snapshot.delta_version, snapshot.dataset, columns, keep
                 )
                 if self.keep_columns
                 else None
             )
-            tables[self.name, name] = hot if hot is not None else snapshot.dataset
+            tables[owner, name] = hot if hot is not None else snapshot.dataset
         for input_id, table in (inputs or {}).items():
             tables["main", input_id] = table
         session.expose(tables)
@@ -362,13 +393,128 @@ class Node:
             self._own_fingerprints[name] = fingerprint
         return self.catalog.put_own(entries) if self.membership.joined() else []
 
-    def _fingerprint(self, name: str) -> tuple[str, int] | None:
+    def _fingerprint(self, name: str) -> tuple[str, int, int] | None:
         try:
             checkpoint = self.checkpoint(name)
             contract_stamp = self.products.contract_path(name).stat().st_mtime_ns
         except (NotFoundError, OSError):
             return None  # a first publish that is still being written
-        return checkpoint, contract_stamp
+        return checkpoint, contract_stamp, self.replicas_wanted(name)
+
+    # -- replicas -----------------------------------------------------------------------
+    def _placement_path(self, product: str) -> Path:
+        return self.products.product_dir(product) / "placement.json"
+
+    def replicas_wanted(self, product: str) -> int:
+        """How many copies of an own product the owner asked for (`shoal replicate`)."""
+        try:
+            data = json.loads(self._placement_path(product).read_bytes())
+            return int(data["replicas"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ShoalError(f"{self._placement_path(product)} is unreadable: {exc}") from exc
+
+    def set_replicas(self, product: str, replicas: int) -> CatalogEntry:
+        """Ask for `replicas` copies of an own product besides this node's; gives its entry.
+
+        The copies go to members in the regions the contract's residency allows.
+        """
+        owner, _, name = product.rpartition(".")
+        if owner and owner != self.name:
+            raise RefusedError(
+                f"{product} belongs to node '{owner}'; its owner sets its replicas",
+                hint=f"run `shoal replicate {name} --replicas N` on node '{owner}'",
+            )
+        if not 0 <= replicas <= MAX_REPLICAS:
+            raise UsageError(f"--replicas must be between 0 and {MAX_REPLICAS}")
+        if not self.products.exists(name):
+            raise NotFoundError(f"no product '{name}' on node '{self.name}'")
+        atomic_write(self._placement_path(name), json.dumps({"replicas": replicas}).encode())
+        return self._own_entry(name)
+
+    @functools.cached_property
+    def replication_source(self) -> ReplicationSource:
+        return ReplicationSource(self.home, self.products, self.replicas, self.membership)
+
+    @functools.cached_property
+    def replicator(self) -> Replicator:
+        return Replicator(
+            self.home,
+            self.membership,
+            self.catalog,
+            self.replicas,
+            self.health,
+            timeout=self.home.settings.query_timeout,
+            grace_seconds=self.home.settings.replica_grace,
+        )
+
+    def pull(self, product: str) -> dict[str, Any]:
+        """Bring this node's copy of OWNER.PRODUCT up to date now (what the server does in
+        the background); gives what was pulled."""
+        owner, _, name = product.rpartition(".")
+        if not owner:
+            raise UsageError(f"name the product as OWNER.PRODUCT, not {product!r}")
+        if owner == self.name:
+            raise UsageError(f"{product} is this node's own product; there is nothing to pull")
+        outcome = self.replicator.pull(self.catalog.get(owner, name))
+        if outcome.error:
+            raise UnavailableError(f"could not copy {product}: {outcome.error}")
+        if outcome.changed:
+            self.membership.announce(holds=self.replicator.holds())
+        return {
+            "product": product,
+            "source": outcome.source,
+            "entries_before": outcome.before,
+            "entries_after": outcome.after,
+            "files": outcome.files,
+            "bytes": outcome.bytes,
+        }
+
+    def placement(self, entry: CatalogEntry) -> dict[str, Any]:
+        """Where a product's copies should be and where they are, as this node sees it."""
+        members = self.membership.members() if self.membership.joined() else {}
+        views = holders_of(entry, members, self.name, self.health)
+        try:
+            residency = self.replicator.residency(entry).describe()
+            wanted = self.replicator.wanted_holders(entry)
+        except (ShoalError, ValueError) as exc:
+            residency, wanted = f"unreadable ({exc})", []
+        return {
+            "residency": residency,
+            "replicas_wanted": entry.replicas,
+            "wanted_holders": wanted,
+            "holders": [
+                {
+                    "node": v.node,
+                    "owner": v.owner,
+                    "version": v.version,
+                    "entries": v.size,
+                    "current": v.size >= views[0].size,
+                    "state": v.state,
+                }
+                for v in views
+            ],
+        }
+
+    def scrub(self) -> list[dict[str, Any]]:
+        """Re-hash every file of the copies this node holds; a bad one is quarantined (and
+        fetched again by the next pull). Gives one summary per copy."""
+        results = []
+        for owner, product in self.replicas.held():
+            key = f"{owner}.{product}"
+            bad = self.replicas.scrub(owner, product)  # records each bad file as an event
+            if bad:
+                self.replicator.ready.discard(key)
+            size, _, version = self.replicas.visible(owner, product)
+            results.append(
+                {"product": key, "replica": True, "version": version, "entries": size, "bad": bad}
+            )
+        return results
+
+    def describe_in_mesh(self, name: str) -> list[dict[str, Any]]:
+        """`describe` for products anywhere in the mesh, with wanted and actual holders."""
+        return [e.detail() | self.placement(e) for e in self.find_products(name)]
 
     def _own_entry(self, name: str) -> CatalogEntry:
         info = self.products.info(name)
@@ -387,6 +533,7 @@ class Node:
             schema_ipc=encode_schema(table.to_pyarrow_dataset().schema),
             checkpoint=self.checkpoint(name),
             holders=[self.name],
+            replicas=self.replicas_wanted(name),
             distinct=estimate_distinct(snapshot.dataset, snapshot.rows),
             bounds=integer_bounds(snapshot.dataset),
         )
@@ -465,19 +612,45 @@ class Node:
                 bounds=entry.bounds if current and entry is not None else None,
             )
         if joined:
+            members = self.membership.members()
             for entry in catalog:
                 if (entry.owner, entry.product) not in tables:
+                    holders, fallbacks = self._routes(entry, members)
                     tables[entry.owner, entry.product] = TableRef(
                         entry.owner,
                         entry.product,
                         entry.arrow_schema(),
-                        tuple(entry.holders),
+                        holders,
                         entry.delta_version if entry.delta_version >= 0 else None,
                         entry.rows,
                         entry.distinct or None,
                         entry.bounds or None,
+                        fallbacks,
                     )
         return list(tables.values())
+
+    def _routes(
+        self, entry: CatalogEntry, members: Mapping[str, Member]
+    ) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+        """Where a fragment over `entry` may run: the holders of its newest version (the
+        owner first, then replicas by measured latency, a holder known to be down last),
+        and the holders of older versions with theirs (read only when none of those
+        answers)."""
+        views = holders_of(entry, dict(members), self.name, self.health)
+        newest = views[0].size
+
+        def order(view: HolderView) -> tuple[int, int, float]:
+            rtt = 0.0 if view.state == "self" else None
+            if self.health is not None and rtt is None:
+                rtt = self.health.status(view.node).rtt
+            return (view.state == "down", 0 if view.owner else 1, rtt if rtt is not None else 1e9)
+
+        current = sorted((v for v in views if v.size >= newest), key=order)
+        older = sorted((v for v in views if 0 < v.size < newest), key=lambda v: -v.size)
+        return (
+            tuple(v.node for v in current),
+            tuple((v.node, v.delta_version) for v in older),
+        )
 
     def plan(self, query: str) -> QueryPlan:
         """Split one read-only statement into fragments per node (see docs/query.md)."""
@@ -519,10 +692,38 @@ class Node:
             profile=profile,
             on_done=done,
         )
-        if key is None or plan.volatile:
+        read = self._versions_read(plan, profile)
+        reader = _with_metadata(reader, {READ_METADATA: json.dumps(read, sort_keys=True)})
+        if key is None or plan.volatile or any(r["stale"] for r in read.values()):
             return reader
         limit = self.fragment_cache.max_bytes // 4  # what the cache would keep at most
         return _kept(reader, limit, lambda table: self.fragment_cache.put(key, table))
+
+    def _versions_read(self, plan: QueryPlan, profile: QueryProfile) -> dict[str, Any]:
+        """Per product: the version the answer read, where, and whether it is stale (older
+        than the newest checkpoint this node knows of)."""
+        members = self.membership.members() if self.membership.joined() else {}
+        read: dict[str, Any] = {}
+        for fragment in plan.fragments:
+            run = profile.runs.get(fragment.id)
+            node = run.node if run is not None else fragment.owner
+            stale = run is not None and run.stale
+            for product in (fragment.product, *(name for name, _ in fragment.also)):
+                key = f"{fragment.owner}.{product}"
+                held = members[node].holds.get(key) if node in members else None
+                if stale and held is not None:
+                    version = held[2]
+                else:
+                    try:
+                        version = self.catalog.get(fragment.owner, product).version
+                    except NotFoundError:  # an own product not in the catalog yet
+                        version = self.products.latest_version(product)
+                try:
+                    newest = self.catalog.get(fragment.owner, product).version
+                except NotFoundError:
+                    newest = version
+                read[key] = {"version": version, "newest": newest, "node": node, "stale": stale}
+        return read
 
     def _plan_state(self) -> tuple[object, ...]:
         """What decides a statement's plan here: the catalog file and the own products'
@@ -552,19 +753,57 @@ class Node:
     def run_fragment(
         self, fragment: Fragment, profile: QueryProfile | None = None
     ) -> pa.RecordBatchReader:
-        """Run one fragment where its data is (here, or at the first holder), or answer it
-        from the exact cache when the same fragment already ran over the same version."""
+        """Run one fragment where its data is, or answer it from the exact cache when the
+        same fragment already ran over the same version.
+
+        The holders are tried in the plan's order; when one is down, cannot be reached,
+        times out or lacks the version, the fragment alone goes to the next, and at last
+        to a holder of an older version (the run then says it read a stale version).
+        """
         holders = fragment.holders or (fragment.owner,)
         run = profile.run(fragment.id, holders[0]) if profile is not None else None
+        attempts: list[tuple[str, Fragment]] = [(node, fragment) for node in holders]
+        if not fragment.also:  # a co-located statement needs every product at one version
+            attempts += [(node, replace(fragment, version=v)) for node, v in fragment.fallbacks]
+        failures: list[str] = []
+        last: ShoalError | None = None
+        for node, attempt in attempts:
+            try:
+                table = self._run_at(node, attempt, run)
+            except (UnavailableError, NotFoundError) as exc:
+                last = exc
+                failures.append(f"{node} ({self._state_of(node)}): {exc.message}")
+                if run is not None:
+                    run.failed.append(f"{node}: {exc.message}")
+                continue
+            if run is not None:
+                run.node, run.version = node, attempt.version
+                run.stale = attempt is not fragment and attempt.version != fragment.version
+            return table.to_reader()
+        if len(attempts) == 1 and last is not None:
+            raise last  # one holder: its own error says it best
+        what = f"{fragment.owner}.{fragment.product}"
+        raise UnavailableError(
+            f"no holder of {what} could answer; tried " + "; ".join(failures),
+            hint=f"start one of its holders again; `shoal describe {what}` lists them",
+        )
+
+    def _state_of(self, node: str) -> str:
+        if node == self.name:
+            return "this node"
+        return self.health.status(node).state.value if self.health is not None else "unknown"
+
+    def _run_at(self, node: str, fragment: Fragment, run: FragmentRun | None) -> pa.Table:
+        """One fragment's whole result from `node` (or the exact cache)."""
         key = fragment_key(fragment, caller=None)
         if key is not None:
             cached = self.fragment_cache.get(key)
             if cached is not None:
                 if run is not None:
                     run.cached, run.node_seconds = True, 0.0
-                return cached.to_reader()
+                return cached
         started = time.perf_counter()
-        if self.name in holders:
+        if node == self.name:
             table = self.serve_fragment(
                 fragment.owner,
                 fragment.product,
@@ -575,12 +814,12 @@ class Node:
             ).read_all()
             node_seconds: float | None = time.perf_counter() - started
         else:
-            table, node_seconds = self.fragment_client.run(fragment, holders[0])
+            table, node_seconds = self.fragment_client.run(fragment, node)
         if run is not None:
             run.node_seconds = node_seconds
         if key is not None:
             self.fragment_cache.put(key, table)
-        return table.to_reader()
+        return table
 
     @functools.cached_property
     def column_cache(self) -> ColumnCache:
@@ -603,14 +842,22 @@ class Node:
         Delta version it names (the latest if none), and the `also` products with theirs.
         The SQL sees those products only, and the `inputs` (fetched results of other
         fragments, see `fetch_inputs`) under their ids."""
-        if owner != self.name:
-            raise NotFoundError(f"node '{self.name}' does not hold {owner}.{product}")
         wanted = {product: version, **dict(also)}
-        for name in wanted:
-            if not self.products.exists(name):
-                raise NotFoundError(f"node '{self.name}' has no product '{name}'")
         versions = {name: v for name, v in wanted.items() if v is not None}
-        return self.sql(sql, only=list(wanted), versions=versions or None, inputs=inputs)
+        if owner == self.name:
+            for name in wanted:
+                if not self.products.exists(name):
+                    raise NotFoundError(f"node '{self.name}' has no product '{name}'")
+            return self.sql(sql, only=list(wanted), versions=versions or None, inputs=inputs)
+        for name in wanted:
+            if not self.replicas.holds(owner, name):
+                raise NotFoundError(f"node '{self.name}' holds no copy of {owner}.{name}")
+            if not self.replicator.may_serve(f"{owner}.{name}"):
+                raise UnavailableError(
+                    f"node '{self.name}' is catching up its copy of {owner}.{name}; it serves "
+                    "again once it has what it missed"
+                )
+        return self._run_sql(sql, owner, list(wanted), versions, inputs)
 
     def fetch_inputs(self, inputs: Sequence[Fragment]) -> dict[str, pa.Table]:
         """The results of the fragments a fragment reads besides its own products (the
@@ -620,6 +867,15 @@ class Node:
         with ThreadPoolExecutor(len(inputs), thread_name_prefix="input") as pool:
             futures = {f.id: pool.submit(self.run_fragment, f) for f in inputs}
             return {fid: future.result().read_all() for fid, future in futures.items()}
+
+
+def _with_metadata(reader: pa.RecordBatchReader, extra: Mapping[str, str]) -> pa.RecordBatchReader:
+    """`reader` with `extra` added to its schema's metadata (what the answer read)."""
+    metadata = dict(reader.schema.metadata or {}) | {
+        k.encode(): v.encode() for k, v in extra.items()
+    }
+    schema = reader.schema.with_metadata(metadata)
+    return pa.RecordBatchReader.from_batches(schema, reader)
 
 
 def _kept(

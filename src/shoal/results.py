@@ -8,6 +8,7 @@ sum computed in a different order differs in its last bits.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from typing import Any
@@ -105,3 +106,33 @@ def _equal(want: Any, got: Any, rel_tol: float) -> bool:
             _equal(w, g, rel_tol) for w, g in zip(want, got, strict=True)
         )
     return bool(want == got)
+
+
+def versions_read(schema: pa.Schema) -> dict[str, dict[str, Any]]:
+    """What a mesh answer read, from its schema metadata: per product, the version, the
+    node it came from, the newest version known and whether the version read is older."""
+    raw = (schema.metadata or {}).get(b"shoal.read")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def stale_warning(read: dict[str, dict[str, Any]]) -> str:
+    """One line naming the products read at an older version than the newest known."""
+    stale = [
+        f"{name} version {info.get('version')} from node '{info.get('node')}' "
+        f"(newest known: {info.get('newest')})"
+        for name, info in sorted(read.items())
+        if isinstance(info, dict) and info.get("stale")
+    ]
+    if not stale:
+        return ""
+    return (
+        "warning: stale answer: read "
+        + "; ".join(stale)
+        + ", because no holder of the newest version answered"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,9 @@ class CatalogEntry(BaseModel):
     schema_ipc: str = Field(max_length=MAX_TEXT, description="Arrow IPC schema, base64")
     checkpoint: str = Field(max_length=4096, description="the owner's signed note")
     holders: list[str] = Field(default_factory=list, max_length=1000)
+    replicas: int = Field(
+        ge=0, le=16, default=0, description="copies wanted besides the owner's (shoal replicate)"
+    )
     distinct: dict[str, int] = Field(
         default_factory=dict,
         max_length=4096,
@@ -60,6 +64,11 @@ class CatalogEntry(BaseModel):
         description="[min, max] per integer column (lower case), for pruning whole nodes",
     )
     seq: int = Field(ge=0, default=0, description="the holder catalog's change number")
+    revision: float = Field(
+        ge=0,
+        default=0.0,
+        description="when the owner last changed the entry; orders changes at one checkpoint",
+    )
 
     @property
     def key(self) -> str:
@@ -86,6 +95,7 @@ class CatalogEntry(BaseModel):
             "last_publish": self.last_publish,
             "contract_version": self.contract_version,
             "holders": self.holders,
+            "replicas": self.replicas,
         }
 
     def detail(self) -> dict[str, Any]:
@@ -197,7 +207,12 @@ class Catalog:
                 if old is not None and not _newer(entry, CatalogEntry(**old), trust_owner):
                     continue
                 counter += 1
-                kept = entry.model_copy(update={"seq": counter})
+                update: dict[str, Any] = {"seq": counter}
+                if trust_owner:
+                    update["revision"] = max(
+                        time.time(), float(old.get("revision", 0.0)) + 1e-6 if old else 0.0
+                    )
+                kept = entry.model_copy(update=update)
                 held[entry.key] = kept.model_dump()
                 changed.append(kept)
             if changed:
@@ -208,12 +223,15 @@ class Catalog:
 
 def _newer(new: CatalogEntry, old: CatalogEntry, trust_owner: bool) -> bool:
     if trust_owner:
-        comparable = new.model_dump(exclude={"seq"})
-        return comparable != old.model_dump(exclude={"seq"})
+        comparable = new.model_dump(exclude={"seq", "revision"})
+        return comparable != old.model_dump(exclude={"seq", "revision"})
     try:
-        return new.tree_size() > old.tree_size()
+        new_size, old_size = new.tree_size(), old.tree_size()
     except ValueError:
         return False
+    # A new version wins; at the same version, a later change by the owner (its wanted
+    # replicas or contract) does.
+    return new_size > old_size or (new_size == old_size and new.revision > old.revision)
 
 
 def _now() -> str:

@@ -5,8 +5,8 @@
     down     three or more in a row went unanswered, or it never answered
     unknown  no ping was tried yet
 
-A query does not wait for a timeout on a peer that is down; it fails at once naming it (the
-replication issue adds failover).
+A query does not wait for a timeout on a peer that is down: its fragments go to another
+holder of the product, or fail at once naming every holder and its state.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class PeerStatus:
     last_seen: float | None  # epoch seconds of the last answered ping
     misses: int
     error: str
+    rtt: float | None = None  # seconds the last answered ping took
 
 
 class PeerHealth:
@@ -44,9 +45,12 @@ class PeerHealth:
         self._seen: dict[str, float] = {}
         self._misses: dict[str, int] = {}
         self._errors: dict[str, str] = {}
+        self._rtt: dict[str, float] = {}
 
-    def answered(self, peer: str) -> None:
+    def answered(self, peer: str, rtt: float | None = None) -> None:
         with self._lock:
+            if rtt is not None:
+                self._rtt[peer] = rtt
             self._seen[peer] = time.time()
             self._misses[peer] = 0
             self._errors.pop(peer, None)
@@ -61,6 +65,7 @@ class PeerHealth:
             seen = self._seen.get(peer)
             misses = self._misses.get(peer)
             error = self._errors.get(peer, "")
+            rtt = self._rtt.get(peer)
         if misses is None:
             state = PeerState.UNKNOWN
         elif misses == 0:
@@ -69,7 +74,7 @@ class PeerHealth:
             state = PeerState.SUSPECT
         else:
             state = PeerState.DOWN
-        return PeerStatus(state, seen, misses or 0, error)
+        return PeerStatus(state, seen, misses or 0, error, rtt)
 
     def is_down(self, peer: str) -> bool:
         return self.status(peer).state is PeerState.DOWN

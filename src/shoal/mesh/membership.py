@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,12 @@ class Member:
     @property
     def flight(self) -> str:
         return self.announcement.flight if self.announcement else ""
+
+    @property
+    def holds(self) -> Mapping[str, tuple[int, int, int]]:
+        """The verified replicas it holds:
+        `owner.product` -> (tree size, Delta version, product version)."""
+        return self.announcement.holds if self.announcement else {}
 
     def record(self) -> dict[str, Any]:
         """The member as relayed between nodes: just the two signed tokens."""
@@ -174,10 +181,22 @@ class Membership:
         """Add a newly certified member (on the hub)."""
         self.merge([Member(certificate, None).record()])
 
-    def announce(self, http: str, flight: str) -> Member:
-        """Sign and record this node's own endpoints; gives the updated member."""
+    def announce(
+        self,
+        http: str | None = None,
+        flight: str | None = None,
+        holds: Mapping[str, tuple[int, int, int]] | None = None,
+    ) -> Member:
+        """Sign and record this node's own endpoints and the replicas it holds (what is
+        not given stays as announced before); gives the updated member."""
         me = self.member(self.home.settings.name)
-        announcement = sign_announcement(self.home.key(), me.name, http, flight)
+        announcement = sign_announcement(
+            self.home.key(),
+            me.name,
+            me.http if http is None else http,
+            me.flight if flight is None else flight,
+            me.holds if holds is None else holds,
+        )
         updated = Member(me.certificate, announcement)
         self.merge([updated.record()])
         return updated

@@ -88,7 +88,8 @@ class FragmentClient:
         if self.health is not None and self.health.is_down(holder):
             raise UnavailableError(
                 f"node '{holder}' is down; cannot read {what}",
-                hint="start that node again (replicas come with a later release)",
+                hint="start that node again, or give its products replicas "
+                "(`shoal replicate NAME --replicas N` on the owner)",
             )
         if not member.flight:
             raise UnavailableError(

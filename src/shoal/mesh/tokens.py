@@ -16,7 +16,8 @@ import base64
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 _ALGORITHM = "EdDSA"
-MAX_TOKEN_CHARS = 8192
+MAX_TOKEN_CHARS = 65536  # an announcement lists every replica its node holds
 REQUEST_TOKEN_SECONDS = 60
 CLOCK_LEEWAY_SECONDS = 30
 
@@ -222,15 +223,27 @@ class Announcement:
     flight: str
     at: float
     token: str
+    # The replicas this node holds, verified:
+    # `owner.product` -> (tree size, Delta version, product version).
+    holds: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
-def sign_announcement(key: NodeKey, name: str, http: str, flight: str) -> Announcement:
-    """A node states where it listens; signed by itself so peers can relay it."""
+def sign_announcement(
+    key: NodeKey,
+    name: str,
+    http: str,
+    flight: str,
+    holds: Mapping[str, tuple[int, int, int]] | None = None,
+) -> Announcement:
+    """A node states where it listens and which replicas it holds; signed by itself so
+    peers can relay it."""
     at = time.time()
-    token = _encode(
-        {"typ": "announcement", "iss": name, "http": http, "flight": flight, "at": at}, key
-    )
-    return Announcement(name, http, flight, at, token)
+    held = {k: [int(n) for n in counts] for k, counts in sorted((holds or {}).items())}
+    claims = {"typ": "announcement", "iss": name, "http": http, "flight": flight, "at": at}
+    if held:
+        claims["holds"] = held
+    token = _encode(claims, key)
+    return Announcement(name, http, flight, at, token, _holds(held))
 
 
 def read_announcement(token: str, public: Ed25519PublicKey) -> Announcement:
@@ -242,9 +255,26 @@ def read_announcement(token: str, public: Ed25519PublicKey) -> Announcement:
             str(claims["flight"]),
             float(claims["at"]),
             token,
+            _holds(claims.get("holds", {})),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenError("the announcement lacks its endpoints") from exc
+
+
+def _holds(raw: Any) -> dict[str, tuple[int, int, int]]:
+    """The replicas an announcement lists, checked: names, and three counts each."""
+    if not isinstance(raw, dict):
+        raise TypeError("holds must be an object")
+    held = {}
+    for name, value in raw.items():
+        owner, _, product = str(name).partition(".")
+        if not (is_valid_name(owner) and is_valid_name(product)):
+            raise ValueError(f"holds names an invalid product {name!r}")
+        size, delta, version = value
+        if not all(isinstance(n, int) and n >= 0 for n in (size, delta, version)):
+            raise ValueError(f"holds gives bad counts for {name}")
+        held[str(name)] = (size, delta, version)
+    return held
 
 
 # -- request tokens -----------------------------------------------------------------------

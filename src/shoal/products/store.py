@@ -103,9 +103,10 @@ def _older_than(path: Path, seconds: float) -> bool:
 class ProductStore:
     """Reads and lays out the products of one node home."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, root: Path | None = None) -> None:
         self.home = home
-        self.root = home.products_dir
+        # Another root holds other nodes' products in the same layout (see replicas.py).
+        self.root = home.products_dir if root is None else root
         # Opened Delta versions for queries, most recently used last: a version never
         # changes, and opening a table costs milliseconds, more than a small query.
         self._snapshots: OrderedDict[tuple[str, int], Snapshot] = OrderedDict()

@@ -31,6 +31,9 @@ class TableRef:
     # [min, max] per integer column (lower case), if known: a node whose rows cannot pass a
     # filter is not asked.
     bounds: Mapping[str, Sequence[int]] | None = field(default=None, compare=False, hash=False)
+    # Holders of an older version only, with the Delta version each has: read when no
+    # holder of the newest version answers, and the answer says it is stale.
+    fallbacks: tuple[tuple[str, int], ...] = field(default=(), compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -62,6 +65,8 @@ class Fragment:
     inputs: tuple[Fragment, ...] = ()
     # Reads a function whose value changes between runs (random(), now()): never cached.
     volatile: bool = False
+    # Holders of an older version, with theirs: tried when every holder above fails.
+    fallbacks: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +84,7 @@ class Fragment:
             "also": [{"product": name, "version": version} for name, version in self.also],
             "pushed": self.pushed,
             "inputs": [f.to_dict() for f in self.inputs],
+            "fallbacks": [{"node": node, "version": v} for node, v in self.fallbacks],
         }
 
 

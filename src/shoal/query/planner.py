@@ -486,6 +486,9 @@ def _colocated(
         also=tuple((ref.product, ref.version) for ref in others),
         pushed="the whole statement (every product it reads lives on this node)",
         volatile=volatile,
+        # Older copies may answer a statement over one product; several products must be
+        # read at the versions the plan saw, which only holders of all of them have.
+        fallbacks=() if others else first.fallbacks,
     )
     final_sql = (
         f"SELECT {', '.join(_quoted(name) for name in positional)} FROM {_quoted(fragment.id)}"
@@ -1200,6 +1203,7 @@ def _fragment_of(
         columns=tuple(columns),
         filters=tuple(parts.pop("filters", ())),
         version=ref.version,
+        fallbacks=ref.fallbacks,
         **parts,
     )
 

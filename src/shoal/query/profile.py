@@ -41,6 +41,9 @@ class FragmentRun:
     seconds: float = 0.0  # asked -> whole result held at the coordinator
     node_seconds: float | None = None  # reported by the serving node; None if unknown
     cached: bool = False
+    version: int | None = None  # the Delta version read (None: the latest there)
+    stale: bool = False  # read from a holder of an older version than the newest known
+    failed: list[str] = field(default_factory=list)  # holders tried first, and why
 
     @property
     def transfer_seconds(self) -> float | None:
@@ -60,6 +63,9 @@ class FragmentRun:
             "transfer_seconds": (
                 None if self.transfer_seconds is None else round(self.transfer_seconds, 6)
             ),
+            "version": self.version,
+            "stale": self.stale,
+            "failed_over_from": list(self.failed),
         }
 
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -173,7 +173,7 @@ def create_app(
 
     @app.get("/api/v1/products/{name}", tags=["products"])
     def describe(name: str) -> list[dict[str, Any]]:
-        return [e.detail() for e in node.find_products(name)]
+        return node.describe_in_mesh(name)
 
     @app.post("/api/v1/products/{name}/versions", tags=["products"])
     async def publish(
@@ -185,6 +185,29 @@ def create_app(
         keys = [k for k in key.split(",") if k]
         result = await run_in_threadpool(_publish_arrow, node, name, body, mode, keys)
         return dict(result)
+
+    # -- replication --------------------------------------------------------------------
+    @app.get("/api/v1/replication/{owner}/{product}/log", tags=["mesh"])
+    async def replication_log(
+        owner: str, product: str, request: Request, since: int = Query(0, ge=0)
+    ) -> dict[str, Any]:
+        """A holder's signed entries after `since`, for a replica (members only)."""
+        caller = member_calling(node, request)
+        source = node.replication_source
+        return await run_in_threadpool(source.log_since, caller, owner, product, since)
+
+    @app.get("/api/v1/replication/{owner}/{product}/file", tags=["mesh"])
+    async def replication_file(
+        owner: str,
+        product: str,
+        request: Request,
+        path: str = Query(..., min_length=1, max_length=1024),
+    ) -> FileResponse:
+        """One commit or data file the signed entries name (HTTP ranges resume it)."""
+        caller = member_calling(node, request)
+        source = node.replication_source
+        target = await run_in_threadpool(source.file, caller, owner, product, path)
+        return FileResponse(target, media_type="application/octet-stream")
 
     # -- SQL ----------------------------------------------------------------------------
     @app.post("/api/v1/query", tags=["sql"])
@@ -224,6 +247,14 @@ def create_app(
         return {"plan": plan.to_dict(), "text": plan.explain()}
 
     return app
+
+
+def member_calling(node: Node, request: Request) -> str:
+    """The member that signed this bodiless request; TokenError if none did."""
+    caller = verify_caller(node, request, b"", required=True)
+    if caller is None:  # required=True never gives None; this keeps the type exact
+        raise TokenError("this endpoint is for nodes of the mesh: sign the request")
+    return caller
 
 
 def verify_caller(node: Node, request: Request, body: bytes, *, required: bool) -> str | None:

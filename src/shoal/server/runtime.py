@@ -120,6 +120,9 @@ def serve(
         node.membership.found()  # the first node of a mesh is its hub
         health = PeerHealth()
         node.health = health
+        node.replicator.health = health
+        # Copies serve again only once they caught up with what they missed while down.
+        node.replicator.started = True
         node.keep_columns = True
         metrics = Metrics(node)
         sock = _bind(http_at)

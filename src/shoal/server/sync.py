@@ -7,6 +7,9 @@
 * **Pull**: from each peer that answers, fetch what changed in its catalog and member list
   since the last pull. Pulling from every peer, not just the hub, keeps the catalog complete
   while any node (the hub included) is down.
+* **Replicate**: after catalog news, and every `ping_interval`, bring the copies this node
+  should hold up to date (see `mesh/replication.py`), and re-hash every stored file each
+  `scrub_interval`; what it holds is announced with its endpoints.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -41,6 +45,7 @@ class MeshSync:
         self.interval = node.home.settings.ping_interval
         self._cursors: dict[str, tuple[str, int]] = {}  # peer -> (catalog epoch, counter)
         self._wake = asyncio.Event()
+        self._replicate_now = asyncio.Event()
         self._announced: dict[str, Any] | None = None
 
     def wake(self) -> None:
@@ -48,6 +53,7 @@ class MeshSync:
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self._replicate_now.set)
 
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -56,7 +62,7 @@ class MeshSync:
         self._loop = asyncio.get_running_loop()
         timeout = httpx.Timeout(max(1.0, self.interval), connect=max(0.5, self.interval))
         async with httpx.AsyncClient(timeout=timeout) as client:
-            await asyncio.gather(self._watch(client), self._peers(client))
+            await asyncio.gather(self._watch(client), self._peers(client), self._replicate())
 
     # -- own products -------------------------------------------------------------------
     async def _watch(self, client: httpx.AsyncClient) -> None:
@@ -94,6 +100,28 @@ class MeshSync:
         except httpx.HTTPError as exc:
             log.debug("could not tell %s: %s", peer.name, exc)
 
+    # -- replicas -----------------------------------------------------------------------
+    async def _replicate(self) -> None:
+        replicator = self.node.replicator
+        next_scrub = time.monotonic() + self.node.home.settings.scrub_interval
+        while True:
+            try:
+                await asyncio.to_thread(replicator.step)
+                holds = replicator.holds()
+                me = self.node.membership.member(self.node.name)
+                if dict(me.holds) != holds:
+                    # The watch loop tells every peer about the new announcement.
+                    await asyncio.to_thread(self.node.membership.announce, None, None, holds)
+                interval = self.node.home.settings.scrub_interval
+                if interval > 0 and time.monotonic() >= next_scrub:
+                    await asyncio.to_thread(self.node.scrub)
+                    next_scrub = time.monotonic() + interval
+            except Exception:
+                log.exception("keeping the replicas current failed; retrying")
+            self._replicate_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replicate_now.wait(), timeout=self.interval)
+
     # -- peers --------------------------------------------------------------------------
     async def _peers(self, client: httpx.AsyncClient) -> None:
         while True:
@@ -105,13 +133,14 @@ class MeshSync:
 
     async def _visit(self, client: httpx.AsyncClient, peer: Member) -> None:
         """Ping `peer` and, if it answers, pull its changes."""
+        started = time.perf_counter()
         try:
             response = await client.get(peer.http + "/health")
             response.raise_for_status()
         except httpx.HTTPError as exc:
             self.health.missed(peer.name, str(exc) or type(exc).__name__)
             return
-        self.health.answered(peer.name)
+        self.health.answered(peer.name, time.perf_counter() - started)
         epoch, since = self._cursors.get(peer.name, ("", 0))
         path = CATALOG_PATH
         headers = signed_headers(self.node.home, peer.name, "GET", path)
@@ -122,7 +151,9 @@ class MeshSync:
             response.raise_for_status()
             news = response.json()
             await asyncio.to_thread(self.node.membership.merge, news.get("members", []))
-            await asyncio.to_thread(self.node.catalog.merge, news.get("entries", []))
+            merged = await asyncio.to_thread(self.node.catalog.merge, news.get("entries", []))
+            if merged:
+                self._replicate_now.set()
             self._cursors[peer.name] = (str(news["epoch"]), int(news["counter"]))
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             log.warning("pulling the catalog from %s failed: %s", peer.name, exc)
