@@ -46,9 +46,16 @@ def wait_until(
 class LocalNode:
     """One `shoal serve` child process and its home."""
 
-    def __init__(self, name: str, home: Path) -> None:
+    def __init__(
+        self, name: str, home: Path, *, bind: str = "127.0.0.1", prefix: Sequence[str] = ()
+    ) -> None:
+        """`bind` is the address both servers listen on (port 0: a free one). `prefix` runs
+        the server through another program, e.g. `ip netns exec NS` to serve inside a network
+        namespace; it must exec the command, since `start` knows the server by its pid."""
         self.name = name
         self.home = home
+        self.bind = bind
+        self.prefix = list(prefix)
         self.process: subprocess.Popen[bytes] | None = None
         self.http = ""
         self.flight = ""
@@ -59,12 +66,13 @@ class LocalNode:
         return self.home.parent / f"{self.name}.serve.log"
 
     def start(self, timeout: float = 60.0) -> LocalNode:
-        """Serve the node on free loopback ports; returns once it answers /health."""
+        """Serve the node on free ports of its bind address; returns once it answers /health."""
         run_file = self.home / "run" / "server.json"
         run_file.unlink(missing_ok=True)
         self._log = self.log_path.open("ab")
-        command = [sys.executable, "-m", "shoal", "serve", "--home", str(self.home)]
-        command += ["--http", "127.0.0.1:0", "--flight", "127.0.0.1:0"]
+        listen = f"[{self.bind}]:0" if ":" in self.bind else f"{self.bind}:0"
+        command = [*self.prefix, sys.executable, "-m", "shoal", "serve", "--home", str(self.home)]
+        command += ["--http", listen, "--flight", listen]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
