@@ -5,6 +5,7 @@ Registered on the one `shoal` app by `shoal.cli`; like it, they only parse, call
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -56,6 +57,13 @@ def serve_command(
     The first node to serve becomes the hub of a new mesh. Stops cleanly on Ctrl-C or
     SIGTERM. CLI commands on this home keep working while it runs.
     """
+
+    # A server works on its own (pulls, refusals, repairs): say what it does, with times.
+    # `--debug` already set everything to DEBUG.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
     def ready(info: dict[str, Any]) -> None:
         out.print(

@@ -11,7 +11,8 @@
     ├── RefusedError            exit 6   not allowed: permission or SQL lock-down
     │   ├── LockdownError       exit 6   user SQL tried to leave its sandbox
     │   └── TokenError          exit 6   a join token or signed request is forged, used or expired
-    └── UnavailableError        exit 8   a node needed for the answer did not respond in time
+    ├── UnavailableError        exit 8   a node needed for the answer did not respond in time
+    └── DiskFullError           exit 9   the disk holding the node home has no space left
 
 Each class carries `exit_code` (for the CLI) and `http_status` (for the servers) as class
 attributes, so callers never map errors by hand.
@@ -19,12 +20,14 @@ attributes, so callers never map errors by hand.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
 
 __all__ = [
     "BreakingChangeError",
     "ConflictError",
     "ContractViolation",
+    "DiskFullError",
     "LockdownError",
     "NotFoundError",
     "RefusedError",
@@ -106,6 +109,52 @@ class UnavailableError(ShoalError):
 
     exit_code = 8
     http_status = 503
+
+
+class DiskFullError(ShoalError):
+    """The disk holding the node home ran out of space (or quota) while Shoal wrote to it.
+
+    Transient: what was being written is rolled back or left for crash recovery, and the
+    same command works once space is freed. `folder` is the node home that is full.
+    """
+
+    exit_code = 9
+    http_status = 507  # Insufficient Storage
+
+    # delta-rs reports the OS error as text only (its OSError and DeltaError carry no errno).
+    _TEXTS: ClassVar[tuple[str, ...]] = (
+        "No space left on device",
+        "Disk quota exceeded",
+        "os error 28",
+        "os error 122",
+    )
+
+    def __init__(self, message: str, *, product: str, folder: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.product = product
+        self.folder = folder
+
+    @classmethod
+    def explains(cls, exc: BaseException) -> bool:
+        """Tell whether `exc` (or what it was raised from) is the disk running out of space."""
+        seen = 0
+        current: BaseException | None = exc
+        while current is not None and seen < 8:
+            if isinstance(current, ShoalError):
+                return False  # already explained to the user by a Shoal error
+            if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+                return True
+            if any(text in str(current) for text in cls._TEXTS):
+                return True
+            current = current.__cause__ or current.__context__
+            seen += 1
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["product"] = self.product
+        data["folder"] = self.folder
+        return data
 
 
 class RuleFailure:

@@ -40,7 +40,14 @@ import httpx
 from shoal.config import Home
 from shoal.contracts import load_contract
 from shoal.crypto import key_id_of, public_key_from_bytes
-from shoal.errors import NotFoundError, RefusedError, ShoalError, UnavailableError, UsageError
+from shoal.errors import (
+    DiskFullError,
+    NotFoundError,
+    RefusedError,
+    ShoalError,
+    UnavailableError,
+    UsageError,
+)
 from shoal.events import record_event
 from shoal.log import (
     ENTRY_VERSION,
@@ -331,7 +338,11 @@ class Replicator:
                 continue
             if not (wanted or held):
                 continue
-            outcome = self.pull(entry)
+            try:
+                outcome = self.pull(entry)
+            except ShoalError as exc:  # refused here, or out of disk: said once, tried later
+                log.error("%s: %s", key, exc.message)
+                continue
             outcomes.append(outcome)
             if not outcome.error or not self._any_source_up(entry):
                 self.ready.add(key)  # caught up, or nobody to catch up from
@@ -395,10 +406,10 @@ class Replicator:
                     errors.append(f"{holder}: {exc.message}")
                     outcome.refused.append(holder)
                     continue
+                except DiskFullError as exc:
+                    outcome.error = exc.message
+                    raise
                 except ShoalError as exc:
-                    if isinstance(exc.__cause__, OSError) and _is_disk_full(exc.__cause__):
-                        outcome.error = exc.message
-                        raise
                     errors.append(f"{holder}: {exc.message}")
                     continue
                 outcome.source = holder
@@ -549,6 +560,7 @@ class Replicator:
         headers = signed_headers(self.home, member.name, "GET", path)
         if have:
             headers["range"] = f"bytes={have}-"
+            log.info("resuming %s from node '%s' at byte %d", name, member.name, have)
         try:
             with client.stream(
                 "GET", member.http + path, params={"path": name}, headers=headers
@@ -570,7 +582,8 @@ class Replicator:
         except OSError as exc:
             if _is_disk_full(exc):
                 part.unlink(missing_ok=True)
-                raise disk_full(exc, f"{path} {name}", incoming) from exc
+                product = path.split("/")[4:6]
+                raise disk_full(".".join(product), incoming) from exc
             raise
         except httpx.HTTPError as exc:
             raise UnavailableError(

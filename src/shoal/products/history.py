@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 from shoal.crypto import NodeKey, public_key_from_bytes, verify
 from shoal.durable import fsync_dir
-from shoal.errors import ConflictError
+from shoal.errors import ConflictError, DiskFullError
 from shoal.log import (
     ENTRY_KEY_ROTATION,
     ENTRY_VERSION,
@@ -365,6 +365,11 @@ def recover_all(store: ProductStore) -> None:
             continue  # a publish is running now; it finishes its own work
         except HistoryError as exc:
             log.warning("%s", exc)  # left for `verify` to report; the node still opens
+        except OSError as exc:
+            if not DiskFullError.explains(exc):
+                raise
+            # The node still opens to be read; the work waits for free space.
+            log.warning("%s: cannot finish an interrupted publish: %s", product_dir.name, exc)
 
 
 def _actions(commit_bytes: bytes) -> list[dict[str, Any]]:

@@ -11,6 +11,11 @@
 A publish that fails at any step leaves the table, its files and its contract as they were:
 nothing reaches the table folder before the checks pass, and the contract is only switched
 after the commit (see `ProductStore._finish_contract_switch` for the crash case).
+
+A full disk is reported as `DiskFullError`. Before the commit the publish is rolled back
+(staged files, renamed files, waiting contract, marker); once the commit is in the Delta
+log the version stands, even if delta-rs failed after it, and a log entry that could not
+be written is left to crash recovery, as after a crash.
 """
 
 from __future__ import annotations
@@ -52,9 +57,9 @@ from shoal.contracts import (
 )
 from shoal.durable import atomic_write
 from shoal.engine import quote_identifier, trusted_connection
-from shoal.errors import ConflictError, ContractViolation, RuleFailure, UsageError
-from shoal.products.history import locked_product
-from shoal.products.store import META_PREFIX, ProductStore, delta_error
+from shoal.errors import ConflictError, ContractViolation, DiskFullError, RuleFailure, UsageError
+from shoal.products.history import ANNOUNCEMENT, ProductHistory, locked_product
+from shoal.products.store import META_PREFIX, ProductStore, delta_error, rows_changed
 
 __all__ = ["Mode", "PublishResult", "check_current_data", "publish"]
 
@@ -99,6 +104,24 @@ def publish(
     progress: Progress | None = None,
 ) -> PublishResult:
     """Publish the batches of `reader` as the next version of product `name`."""
+    try:
+        return _publish(store, name, reader, mode, key, contract, source_kind, progress)
+    except Exception as exc:
+        if DiskFullError.explains(exc):  # raised before the commit: nothing was published
+            raise _disk_full(store, name, committed=None) from exc
+        raise
+
+
+def _publish(
+    store: ProductStore,
+    name: str,
+    reader: pa.RecordBatchReader,
+    mode: Mode,
+    key: Sequence[str] | None,
+    contract: Contract | None,
+    source_kind: str,
+    progress: Progress | None,
+) -> PublishResult:
     started = time.perf_counter()
     with locked_product(store, name) as history:
         exists = store.exists(name)
@@ -138,28 +161,43 @@ def publish(
             pending = store.contract_path(name).with_suffix(".yaml.next")
             contract_changed = current is None or dump_contract(current) != dump_contract(contract)
             store.product_dir(name).mkdir(parents=True, exist_ok=True)
-            if contract_changed:
-                atomic_write(pending, contract_bytes)
-            history.begin()
-            for path in staged.files:
-                _flush_to_disk(path)  # the commit will point at them: data first, always
-            schema_changed = table is not None and not _same_schema(table, staged.schema)
-            rewrites = table is not None and (
-                mode is Mode.UPSERT or (schema_changed and mode is Mode.APPEND)
-            )
             node_key = store.home.key()
-            meta.update(history.announce(new_version, [] if rewrites else staged.files, node_key))
             try:
+                if contract_changed:
+                    atomic_write(pending, contract_bytes)
+                history.begin()
+                for path in staged.files:
+                    _flush_to_disk(path)  # the commit will point at them: data first, always
+                schema_changed = table is not None and not _same_schema(table, staged.schema)
+                rewrites = table is not None and (
+                    mode is Mode.UPSERT or (schema_changed and mode is Mode.APPEND)
+                )
+                meta.update(
+                    history.announce(new_version, [] if rewrites else staged.files, node_key)
+                )
                 added, removed = _commit(store, name, staged, mode, keys, table, meta, rewrites)
-            except BaseException:
-                pending.unlink(missing_ok=True)
-                if not exists and not store.exists(name):
-                    shutil.rmtree(store.product_dir(name), ignore_errors=True)
-                raise
+            except BaseException as exc:
+                landed = _landed(history, table, meta)
+                if landed is None:
+                    _roll_back(store, name, history, staged, pending, exists)
+                if landed is None or not isinstance(exc, Exception):
+                    # An interrupt after the commit is a crash: the marker stays for recovery.
+                    if isinstance(exc, DeltaError) and not DiskFullError.explains(exc):
+                        raise delta_error(exc, name) from exc
+                    raise
+                log.warning(
+                    "%s: version %d is committed; delta-rs then failed: %s", name, new_version, exc
+                )
+                added, removed = rows_changed(landed)
             if contract_changed:
                 pending.replace(store.contract_path(name))
-            # Should this fail, the marker stays and the next lock of the product logs it.
-            history.record(node_key)
+            try:
+                # Should this fail, the marker stays and the next lock of the product logs it.
+                history.record(node_key)
+            except Exception as exc:
+                if DiskFullError.explains(exc):
+                    raise _disk_full(store, name, committed=new_version) from exc
+                raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         total = rows_before + added - removed
@@ -175,6 +213,106 @@ def publish(
         contract_version=contract.version,
         contract_inferred=inferred,
     )
+
+
+def _landed(
+    history: ProductHistory, table: DeltaTable | None, meta: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The commit info of the commit this publish announced, if it is in the Delta log.
+
+    A failed commit call does not prove that nothing was committed: delta-rs writes a
+    checkpoint after every 100th commit and reports its failure as the commit's.
+    """
+    announcement = meta.get(ANNOUNCEMENT)
+    if announcement is None:  # stopped before it announced: it cannot have committed
+        return None
+    latest = history.store.latest_delta_version(history.name)
+    if latest is None:
+        return None
+    for delta_version in range(table.version() + 1 if table is not None else 0, latest + 1):
+        actions = history.read_commit(delta_version)
+        info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        if info.get(f"{META_PREFIX}{ANNOUNCEMENT}") == announcement:
+            return info
+    return None
+
+
+def _roll_back(
+    store: ProductStore,
+    name: str,
+    history: ProductHistory,
+    staged: _Staged,
+    pending: Path,
+    existed: bool,
+) -> None:
+    """Undo a publish whose commit never landed: its files, waiting contract and marker.
+
+    Should this fail too, what is left is what a crash leaves: the marker stays and the
+    next lock of the product finishes the job.
+    """
+    try:
+        pending.unlink(missing_ok=True)
+        # The scratch copy `atomic_write` leaves when writing the contract failed.
+        pending.with_name(f".{pending.name}.tmp-{os.getpid()}").unlink(missing_ok=True)
+        if not existed and not store.exists(name):
+            shutil.rmtree(store.product_dir(name), ignore_errors=True)
+            return
+        _drop_uncommitted(store.table_dir(name), staged.files)
+        if history.marker_path.exists():
+            history.remove_orphans()  # files a merge or a schema-merging write made itself
+            history.marker_path.unlink()
+    except Exception as exc:  # the error that made the publish fail is the one to report
+        log.warning("%s: a failed publish is left for recovery: %s", name, exc)
+
+
+def _disk_full(store: ProductStore, name: str, *, committed: int | None) -> DiskFullError:
+    """Explain a full disk: which product, which folder, what is left, what to do."""
+    home = store.home.root.absolute()
+    try:
+        usage = shutil.disk_usage(home)
+        size = f"{_size_text(usage.total)} in all, {_size_text(usage.free)} free"
+    except OSError:
+        size = "size unknown"
+    where = f"no space left on the disk holding the node home {home}"
+    move = "free space on that disk, or move the node home to a bigger one"
+    if committed is not None:
+        return DiskFullError(
+            f"disk full while publishing '{name}': version {committed} was committed, but "
+            f"signing it into the product's log failed: {where} ({size})",
+            product=name,
+            folder=str(home),
+            hint=f"{move}; the node signs version {committed} when it next opens or publishes "
+            f"'{name}' (`shoal verify {name}` does that, then checks the history)",
+        )
+    try:
+        exists = store.exists(name)
+        latest = store.latest_version(name) if exists else 0
+    except Exception:  # only the message's last words depend on it
+        exists, latest = True, 0
+    if not exists:
+        left = "nothing was published and no product was created"
+    elif latest:
+        left = f"nothing was published; version {latest} is still the latest"
+    else:
+        left = "nothing was published"
+    return DiskFullError(
+        f"disk full while publishing '{name}': {where} ({size} once this publish's files "
+        f"were removed); {left}",
+        product=name,
+        folder=str(home),
+        hint=f"{move} (then point --home or SHOAL_HOME at it), and publish again",
+    )
+
+
+def _size_text(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    amount = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "GiB":
+            break
+    return f"{amount:.1f} {unit}"
 
 
 def check_current_data(store: ProductStore, name: str, contract: Contract) -> None:
@@ -354,52 +492,44 @@ def _commit(
 
     `rewrites` says Delta writes the files itself (a merge, or an append that adds
     columns); otherwise the staged files are renamed into the table as they are.
-    Gives (rows added, rows removed).
+    Gives (rows added, rows removed). On failure the caller rolls back (`_roll_back`)
+    unless the commit is in the Delta log all the same.
     """
     table_dir = store.table_dir(name)
     rows_removed = 0
     if table is not None and mode is Mode.OVERWRITE:
         rows_removed = _row_count(table)
-    try:
-        if table is not None and mode is Mode.UPSERT:
-            return _merge(table, staged, keys, meta)
-        if table is not None and rewrites:
-            # Delta takes new columns only through a schema merge, which writes its own files.
-            data = pads.dataset([str(p) for p in staged.files], schema=staged.schema)
-            props = _commit_properties(meta, staged.rows, 0, len(staged.files), 0)
-            write_deltalake(
-                table,
-                data.scanner().to_reader(),
-                mode="append",
-                schema_mode="merge",
-                commit_properties=props,
-            )
-            return staged.rows, 0
-        table_dir.mkdir(parents=True, exist_ok=True)
-        added = [_move_into_table(path, table_dir) for path in staged.files]
-        files_removed = (
-            len(table.file_uris()) if table is not None and mode is Mode.OVERWRITE else 0
+    if table is not None and mode is Mode.UPSERT:
+        return _merge(table, staged, keys, meta)
+    if table is not None and rewrites:
+        # Delta takes new columns only through a schema merge, which writes its own files.
+        data = pads.dataset([str(p) for p in staged.files], schema=staged.schema)
+        props = _commit_properties(meta, staged.rows, 0, len(staged.files), 0)
+        write_deltalake(
+            table,
+            data.scanner().to_reader(),
+            mode="append",
+            schema_mode="merge",
+            commit_properties=props,
         )
-        props = _commit_properties(meta, staged.rows, rows_removed, len(added), files_removed)
-        if table is None:
-            create_table_with_add_actions(
-                str(table_dir),
-                Schema.from_arrow(staged.schema),
-                added,
-                mode="error",
-                commit_properties=props,
-            )
-        else:
-            actions: list[AddAction | RemoveAction] = list(added)
-            table.create_write_transaction(
-                actions, mode=mode.value, schema=staged.schema, commit_properties=props
-            )
-    except DeltaError as exc:
-        _drop_uncommitted(table_dir, staged.files)
-        raise delta_error(exc, name) from exc
-    except BaseException:
-        _drop_uncommitted(table_dir, staged.files)
-        raise
+        return staged.rows, 0
+    table_dir.mkdir(parents=True, exist_ok=True)
+    added = [_move_into_table(path, table_dir) for path in staged.files]
+    files_removed = len(table.file_uris()) if table is not None and mode is Mode.OVERWRITE else 0
+    props = _commit_properties(meta, staged.rows, rows_removed, len(added), files_removed)
+    if table is None:
+        create_table_with_add_actions(
+            str(table_dir),
+            Schema.from_arrow(staged.schema),
+            added,
+            mode="error",
+            commit_properties=props,
+        )
+    else:
+        actions: list[AddAction | RemoveAction] = list(added)
+        table.create_write_transaction(
+            actions, mode=mode.value, schema=staged.schema, commit_properties=props
+        )
     return staged.rows, rows_removed
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from shoal.config import Home
 from shoal.durable import atomic_write, fsync_dir
-from shoal.errors import NotFoundError, ShoalError, UnavailableError
+from shoal.errors import DiskFullError, NotFoundError, UnavailableError
 from shoal.events import record_event
 from shoal.log import (
     ENTRY_VERSION,
@@ -351,14 +351,16 @@ def _files_under(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def disk_full(exc: OSError, what: str, folder: Path) -> ShoalError:
+def disk_full(product: str, folder: Path) -> DiskFullError:
     """A clear error for a copy that ran out of disk."""
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
         free = 0
-    return ShoalError(
-        f"no space left on the disk of {folder} while copying {what} "
+    return DiskFullError(
+        f"no space left on the disk holding the copy of {product} "
         f"({free / 2**20:.1f} MiB free); the copy stays at the version it had",
+        product=product,
+        folder=str(folder),
         hint="free some space; the copy resumes on its own",
     )
