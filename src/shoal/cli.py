@@ -438,8 +438,20 @@ def verify(
                 f"checkpoint of size {result['checkpoint_size']}"
             )
         return
-    summaries = node.verify(product)
-    copies = node.scrub() if product is None else []
+    copies = node.scrub_copies() if product is None else []
+    try:
+        summaries = node.verify(product)
+    except HistoryError:
+        # A file that fails its hash is quarantined and fetched back from a replica, then
+        # the history is checked again (and still fails if no replica had the file).
+        repaired = node.scrub_own(node.products.names() if product is None else [product])
+        for item in repaired:
+            if item["repaired"]:
+                err.print(
+                    f"{item['product']}: repaired {', '.join(item['repaired'])} from a replica",
+                    markup=False,
+                )
+        summaries = node.verify(product)
     if as_json:
         print_json(summaries + copies)
     else:

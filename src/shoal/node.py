@@ -38,6 +38,7 @@ from shoal.errors import (
     UnavailableError,
     UsageError,
 )
+from shoal.events import record_event
 from shoal.log import ENTRY_VERSION, Checkpoint, HistoryError
 from shoal.mesh.catalog import Catalog, CatalogEntry, encode_schema
 from shoal.mesh.health import PeerHealth
@@ -46,12 +47,12 @@ from shoal.mesh.peers import FragmentClient, ask_hub_to_join
 from shoal.mesh.placement import MAX_REPLICAS
 from shoal.mesh.replication import HolderView, ReplicationSource, Replicator, holders_of
 from shoal.mesh.tokens import peek_join_token
-from shoal.names import check_name
+from shoal.names import check_name, is_valid_name
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
 from shoal.products.columns import ColumnCache, columns_named
 from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
 from shoal.products.publish import Progress, check_current_data
-from shoal.products.replicas import ReplicaStore
+from shoal.products.replicas import ReplicaStore, live_files
 from shoal.products.stats import estimate_distinct, integer_bounds
 from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
 from shoal.query.bounds import scan_filter
@@ -142,6 +143,7 @@ class Node:
 
         Names and options are checked before any I/O; a failed publish writes nothing.
         """
+        self._refuse_copies(product)
         check_name(product, "product")
         try:
             mode = Mode(mode)
@@ -159,6 +161,17 @@ class Node:
             exact = replace(base, exact_types=True)
             return self._publish_once(product, source, mode, key, contract, exact, progress)
 
+    def _refuse_copies(self, product: str) -> None:
+        """Only a product's owner publishes it: a name of another node's product (held
+        here as a read-only copy, or not) is refused with what to do instead."""
+        owner, dot, name = product.partition(".")
+        if dot and owner != self.name and is_valid_name(owner) and is_valid_name(name):
+            held = " (this node holds a read-only copy)" if self.replicas.holds(owner, name) else ""
+            raise RefusedError(
+                f"{product} belongs to node '{owner}'{held}; only its owner publishes it",
+                hint=f"publish on node '{owner}', or publish your own product: `{name}`",
+            )
+
     def publish_table(
         self,
         product: str,
@@ -168,6 +181,7 @@ class Node:
         key: Sequence[str] | None = None,
     ) -> PublishResult:
         """Publish an Arrow table held in memory (the API's uploads, the Python client)."""
+        self._refuse_copies(product)
         self.home.tmp_dir.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.home.tmp_dir) as scratch:
             path = Path(scratch) / "data.parquet"
@@ -498,8 +512,18 @@ class Node:
         }
 
     def scrub(self) -> list[dict[str, Any]]:
-        """Re-hash every file of the copies this node holds; a bad one is quarantined (and
-        fetched again by the next pull). Gives one summary per copy."""
+        """Re-hash every file of this node's products and of the copies it holds (what a
+        server does each `scrub_interval`); see `scrub_own` and `scrub_copies`."""
+        return self.scrub_own(self.products.names()) + self.scrub_copies()
+
+    def scrub_own(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        """Re-hash the files of own products; a bad one is quarantined and fetched back
+        from a replica that holds it. Gives one summary per product."""
+        return [self._scrub_own(name) for name in names]
+
+    def scrub_copies(self) -> list[dict[str, Any]]:
+        """Re-hash every file of the copies this node holds; a bad one is quarantined, never
+        served, and fetched again by the next pull. Gives one summary per copy."""
         results = []
         for owner, product in self.replicas.held():
             key = f"{owner}.{product}"
@@ -511,6 +535,26 @@ class Node:
                 {"product": key, "replica": True, "version": version, "entries": size, "bad": bad}
             )
         return results
+
+    def _scrub_own(self, name: str) -> dict[str, Any]:
+        entries = self._history(name).log.entries()
+        live = live_files(entries)
+        table = self.products.table_dir(name)
+        bad = self.replicas.check_table(table, self.name, name, live.values(), quick=False)
+        repaired: list[str] = []
+        if bad and self.membership.joined():
+            repaired = self.replicator.repair_own(name, {path: live[path] for path in bad}, table)
+            for path in repaired:
+                record_event(self.home, "file-repaired", product=f"{self.name}.{name}", file=path)
+        version = max((e.version for e in entries), default=0)
+        return {
+            "product": f"{self.name}.{name}",
+            "replica": False,
+            "version": version,
+            "entries": len(entries),
+            "bad": bad,
+            "repaired": repaired,
+        }
 
     def describe_in_mesh(self, name: str) -> list[dict[str, Any]]:
         """`describe` for products anywhere in the mesh, with wanted and actual holders."""

@@ -284,3 +284,20 @@ def _try(node, sql):
     except AssertionError as exc:
         FAILURES.append(str(exc))
         return None
+
+
+def test_owner_file_that_fails_its_hash_is_fetched_back_from_a_replica(mesh):
+    """Afterwards: `shoal verify` on the owner found the flipped byte, quarantined the file,
+    put the replica's good copy back (an event says so) and the history verifies."""
+    nodes, _ = mesh
+    table_dir = nodes["a"].home / "products" / "sales" / "table"
+    data_file = next(table_dir.glob("*.parquet"))
+    good = data_file.read_bytes()
+    with data_file.open("r+b") as handle:
+        handle.seek(len(good) // 3)
+        handle.write(bytes([good[len(good) // 3] ^ 0x55]))
+    result = shoal("verify", home=nodes["a"].home)
+    assert f"repaired {data_file.name} from a replica" in result.stderr
+    assert data_file.read_bytes() == good
+    assert [e["file"] for e in events(nodes["a"].home, "file-repaired")] == [data_file.name]
+    assert len(list((nodes["a"].home / "quarantine" / "a" / "sales").iterdir())) == 1

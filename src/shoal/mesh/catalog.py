@@ -118,6 +118,8 @@ class Catalog:
         self.home = home
         self.membership = membership
         self._file = JsonFile(home.root / "mesh" / "catalog.json")
+        self._parsed_generation = -1
+        self._parsed_entries: dict[str, CatalogEntry] = {}
 
     def _state(self) -> dict[str, Any]:
         state = self._file.read()
@@ -129,14 +131,24 @@ class Catalog:
     def epoch(self) -> str:
         return str(self._state()["epoch"])
 
+    def _parsed(self) -> dict[str, CatalogEntry]:
+        """Every entry by key, parsed once per change of the file (queries read them all)."""
+        state = self._state()
+        if self._parsed_generation != self._file.generation:
+            self._parsed_entries = {
+                key: CatalogEntry(**e) for key, e in sorted(state["entries"].items())
+            }
+            self._parsed_generation = self._file.generation
+        return self._parsed_entries
+
     def entries(self) -> list[CatalogEntry]:
-        return [CatalogEntry(**e) for _, e in sorted(self._state()["entries"].items())]
+        return list(self._parsed().values())
 
     def get(self, owner: str, product: str) -> CatalogEntry:
-        entry = self._state()["entries"].get(f"{owner}.{product}")
+        entry = self._parsed().get(f"{owner}.{product}")
         if entry is None:
             raise NotFoundError(f"no product '{owner}.{product}' in the mesh catalog")
-        return CatalogEntry(**entry)
+        return entry
 
     def changes_since(self, since: int, epoch: str) -> tuple[str, int, list[CatalogEntry]]:
         """Entries changed after change number `since` (all of them if `epoch` is not ours)."""

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -364,6 +365,42 @@ class Replicator:
             f"{owner}.{product}": self.replicas.visible(owner, product)
             for owner, product in self.replicas.held()
         }
+
+    def repair_own(self, product: str, bad: dict[str, FileRef], table: Path) -> list[str]:
+        """Fetch an own product's files that failed their hash back from a replica that
+        holds them, verified against the signed hash; gives the paths put back."""
+        key = f"{self.me}.{product}"
+        members = self.membership.members()
+        holders = [
+            member
+            for name, member in sorted(members.items())
+            if name != self.me
+            and key in member.holds
+            and (self.health is None or not self.health.is_down(name))
+        ]
+        wanted = {path: (ref.sha256, ref.size) for path, ref in bad.items()}
+        staging = self.home.new_tmp_dir(f"repair-{product}-")
+        repaired: list[str] = []
+        try:
+            with httpx.Client(timeout=httpx.Timeout(self.timeout, connect=5.0)) as client:
+                for member in holders:
+                    path = FILE_PATH.format(owner=self.me, product=product)
+                    for name, (sha, size) in list(wanted.items()):
+                        try:
+                            staged = self._download(client, member, path, name, sha, size, staging)
+                        except ShoalError as exc:
+                            log.warning("repairing %s from %s: %s", name, member.name, exc)
+                            continue
+                        staged.replace(table / name)
+                        repaired.append(name)
+                        del wanted[name]
+                    if not wanted:
+                        break
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if wanted:
+            log.error("%s: no replica could give back %s", key, ", ".join(sorted(wanted)))
+        return repaired
 
     # -- one product --------------------------------------------------------------------
     def pull(self, entry: CatalogEntry, source: str | None = None) -> PullOutcome:

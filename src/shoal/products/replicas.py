@@ -205,7 +205,12 @@ class ReplicaStore:
     ) -> list[str]:
         """Hash the copy's files (with `quick`, only those changed since last verified);
         quarantine and name each one that is missing or wrong."""
-        table = self.table_dir(owner, product)
+        return self.check_table(self.table_dir(owner, product), owner, product, refs, quick=quick)
+
+    def check_table(
+        self, table: Path, owner: str, product: str, refs: Iterable[FileRef], *, quick: bool
+    ) -> list[str]:
+        """`check_files` for any table folder (an own product's too)."""
         bad = []
         for ref in refs:
             path = table / ref.path
