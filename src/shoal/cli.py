@@ -71,6 +71,15 @@ AtOption = Annotated[
     str | None,
     typer.Option("--at", help="Ask the running node at this URL instead of the local home."),
 ]
+ProfileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile",
+        help="A profile file from `shoal user add` (endpoint and token) [env SHOAL_PROFILE].",
+        envvar="SHOAL_PROFILE",
+        show_default=False,
+    ),
+]
 
 
 class _State:
@@ -106,9 +115,12 @@ def open_node(home: Path | None) -> Node:
 
 
 @contextmanager
-def mesh_for(at: str | None, home: Path | None) -> Iterator[Mesh]:
-    """A Mesh on the node at URL `at`, or on the local home."""
-    if at is not None:
+def mesh_for(at: str | None, home: Path | None, profile: Path | None = None) -> Iterator[Mesh]:
+    """A Mesh on the node at URL `at`, on a profile's endpoint as its user, or on the local
+    home."""
+    if profile is not None:
+        mesh = connect(profile=profile, url=at)
+    elif at is not None:
         if not at.startswith(("http://", "https://")):
             raise UsageError(f"invalid --at URL {at!r}: want http://HOST:PORT")
         mesh = connect(at)
@@ -236,11 +248,12 @@ def products(
     mesh: Annotated[bool, typer.Option("--mesh", help="Every product in the mesh.")] = False,
     as_json: JsonOption = False,
     at: AtOption = None,
+    profile: ProfileOption = None,
     home: HomeOption = None,
 ) -> None:
     """List this node's products, or with --mesh (or --at) every product in the mesh."""
-    if mesh or at is not None:
-        with mesh_for(at, home) as remote:
+    if mesh or at is not None or profile is not None:
+        with mesh_for(at, home, profile) as remote:
             rows = remote.products()
             if not mesh:
                 here = remote.nodes()
@@ -289,11 +302,12 @@ def describe(
     product: Annotated[str, typer.Argument(help="Product name, or NODE.PRODUCT in the mesh.")],
     as_json: JsonOption = False,
     at: AtOption = None,
+    profile: ProfileOption = None,
     home: HomeOption = None,
 ) -> None:
     """Show a product's schema with classifications, its contract and its versions."""
-    if at is not None or "." in product:
-        _describe_in_mesh(product, as_json, at, home)
+    if at is not None or profile is not None or "." in product:
+        _describe_in_mesh(product, as_json, at, home, profile)
         return
     node = open_node(home)
     info = node.describe(product)
@@ -324,8 +338,10 @@ def describe(
     out.print(f"{len(versions)} version(s); see `shoal history {product}`")
 
 
-def _describe_in_mesh(name: str, as_json: bool, at: str | None, home: Path | None) -> None:
-    with mesh_for(at, home) as mesh:
+def _describe_in_mesh(
+    name: str, as_json: bool, at: str | None, home: Path | None, profile: Path | None = None
+) -> None:
+    with mesh_for(at, home, profile) as mesh:
         found = mesh.describe(name)
     if as_json:
         print_json(found)
@@ -612,6 +628,7 @@ def sql(
         Path | None, typer.Option("--output", "-o", help="Write the result to this file.")
     ] = None,
     at: AtOption = None,
+    profile: ProfileOption = None,
     home: HomeOption = None,
 ) -> None:
     """Answer SQL over the products of every node in the mesh.
@@ -623,12 +640,13 @@ def sql(
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "parquet" and output is None and sys.stdout.isatty():
         raise UsageError("parquet output is binary: give -o FILE or redirect stdout")
-    with mesh_for(at, home) as mesh:
+    with mesh_for(at, home, profile) as mesh:
         reader = mesh.sql_reader(query)
         warning = stale_warning(versions_read(reader.schema))
         if warning:
             err.print(warning, markup=False)
-        max_rows = mesh.node.home.settings.sql_max_rows if at is None else 1_000_000
+        local = at is None and profile is None
+        max_rows = mesh.node.home.settings.sql_max_rows if local else 1_000_000
         _write_result(reader, fmt, output, max_rows)
 
 
@@ -714,4 +732,4 @@ def main() -> None:
 
 # The mesh commands register themselves on `app`; imported last because they use the
 # helpers above.
-from shoal import cli_mesh  # noqa: E402, F401
+from shoal import cli_audit, cli_mesh, cli_security  # noqa: E402, F401

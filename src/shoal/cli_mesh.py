@@ -17,6 +17,7 @@ from shoal.cli import (
     AtOption,
     HomeOption,
     JsonOption,
+    ProfileOption,
     app,
     err,
     handles_errors,
@@ -129,15 +130,20 @@ def join(
 
 @app.command()
 @handles_errors
-def nodes(as_json: JsonOption = False, at: AtOption = None, home: HomeOption = None) -> None:
+def nodes(
+    as_json: JsonOption = False,
+    at: AtOption = None,
+    profile: ProfileOption = None,
+    home: HomeOption = None,
+) -> None:
     """List the mesh's nodes: region, endpoints, state, last seen, products held.
 
     States come from the running node's pings; without one they show as unknown.
     """
-    if at is None:
+    if at is None and profile is None:
         running = read_run_file(resolve_home(home))
         at = running["http"] if running else None
-    with mesh_for(at, home) as mesh:
+    with mesh_for(at, home, profile) as mesh:
         rows = mesh.nodes()
     if as_json:
         print_json(rows)
@@ -178,10 +184,11 @@ def explain(
     ] = False,
     as_json: JsonOption = False,
     at: AtOption = None,
+    profile: ProfileOption = None,
     home: HomeOption = None,
 ) -> None:
     """Show how a query is split: fragments per node, what is pushed down, what is left."""
-    with mesh_for(at, home) as mesh:
+    with mesh_for(at, home, profile) as mesh:
         plan = mesh.explain(query, analyze=analyze)
     if as_json:
         print_json({**plan["plan"], "analysis": plan["analysis"]} if analyze else plan["plan"])

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from shoal.config import resolve_home
 from shoal.errors import ShoalError, UnavailableError, UsageError
+from shoal.mesh.users import read_profile
 from shoal.mesh.wire import error_from_dict
 from shoal.node import Node
 from shoal.products import Mode
@@ -77,12 +78,22 @@ class Mesh:
     """What a user holds after `connect`: SQL over the mesh, the catalog, publishing."""
 
     def __init__(
-        self, node: Node | None = None, *, url: str | None = None, timeout: float = 300.0
+        self,
+        node: Node | None = None,
+        *,
+        url: str | None = None,
+        timeout: float = 300.0,
+        token: str = "",
     ) -> None:
         if (node is None) == (url is None):
             raise UsageError("a Mesh talks to a local node or to a URL, not both")
         self._node = node
-        self._http = httpx.Client(base_url=url, timeout=timeout) if url is not None else None
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = (
+            httpx.Client(base_url=url, timeout=timeout, headers=headers)
+            if url is not None
+            else None
+        )
 
     @property
     def node(self) -> Node:
@@ -221,12 +232,22 @@ class Mesh:
         return response
 
 
-def connect(target: str | Path | None = None, *, home: str | Path | None = None) -> Mesh:
-    """Connect to a running node by URL, or open a node home on this machine.
+def connect(
+    target: str | Path | None = None,
+    *,
+    home: str | Path | None = None,
+    profile: str | Path | None = None,
+    url: str | None = None,
+) -> Mesh:
+    """Connect to a running node by URL, as a user with a profile, or open a node home.
 
-    `connect("http://host:7400")` talks HTTP; `connect(home=".shoal")` (or a path as the
-    first argument, or nothing: `$SHOAL_HOME` or `./.shoal`) opens the home.
+    `connect("http://host:7400")` talks HTTP; `connect(profile="alice.shoal-profile")` talks
+    to the profile's endpoint (or `url`) with its token; `connect(home=".shoal")` (or a
+    path as the first argument, or nothing: `$SHOAL_HOME` or `./.shoal`) opens the home.
     """
+    if profile is not None:
+        found = read_profile(Path(profile))
+        return Mesh(url=(url or found.endpoint).rstrip("/"), token=found.token)
     if isinstance(target, str) and target.startswith(("http://", "https://")):
         return Mesh(url=target.rstrip("/"))
     return Mesh(Node.open(resolve_home(home if home is not None else target)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import difflib
 import functools
+import hashlib
 import json
 import logging
 import shutil
@@ -20,14 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shoal import audit
+from shoal.audit import AUDIT_PRODUCT, AUDIT_SCHEMA
 from shoal.config import Home, create_home, open_home
 from shoal.contracts import Contract, check_evolution, load_contract
 from shoal.crypto import generate_key, key_id_of, public_key_from_bytes
 from shoal.durable import atomic_write
-from shoal.engine import LockedSession
+from shoal.engine import LockedSession, quote_identifier
 from shoal.errors import (
     ConflictError,
     NotFoundError,
@@ -48,6 +52,17 @@ from shoal.mesh.placement import MAX_REPLICAS
 from shoal.mesh.replication import HolderView, ReplicationSource, Replicator, holders_of
 from shoal.mesh.tokens import peek_join_token
 from shoal.names import check_name, is_valid_name
+from shoal.policy import (
+    Principal,
+    ProductPolicy,
+    View,
+    bind_attributes,
+    check_filter,
+    decide,
+    load_policy,
+    parse_policy,
+    save_policy,
+)
 from shoal.products import Mode, ProductInfo, ProductStore, PublishResult, VersionInfo, publish
 from shoal.products.columns import ColumnCache, columns_named
 from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
@@ -113,7 +128,12 @@ class Node:
             hub_key = base64.b64decode(answer["hub_key"])
             if key_id_of(hub_key) != claims.hub_key_id:
                 raise TokenError("the hub's key does not match the token; is it the right hub?")
-            node.membership.adopt(str(answer["hub"]), hub_key, list(answer["members"]))
+            node.membership.adopt(
+                str(answer["hub"]),
+                hub_key,
+                list(answer["members"]),
+                str(answer.get("mask_secret", "")),
+            )
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -201,7 +221,7 @@ class Node:
         scratch = self.home.new_tmp_dir(f"source-{product}-")
         try:
             with open_source(source, replace(options, scratch_dir=scratch)) as reader:
-                return publish(
+                result = publish(
                     self.products,
                     product,
                     reader,
@@ -213,6 +233,17 @@ class Node:
                 )
         finally:
             _remove_tree(scratch)
+        audit.record(
+            self.home,
+            "publish",
+            f"local:{self.name}",
+            product=f"{self.name}.{product}",
+            version=result.version,
+            mode=result.mode,
+            rows_added=result.rows_added,
+            source=_source_kind(source),
+        )
+        return result
 
     # -- inspecting ---------------------------------------------------------------------
     def list_products(self) -> list[ProductInfo]:
@@ -329,15 +360,19 @@ class Node:
         only: Sequence[str] | None = None,
         versions: dict[str, int] | None = None,
         inputs: Mapping[str, pa.Table] | None = None,
+        principal: Principal | None = None,
     ) -> pa.RecordBatchReader:
-        """Run one read-only SQL statement over this node's products (latest versions).
+        """Run one read-only SQL statement over this node's products (latest versions), as
+        `principal` may see them (None: the node's owner, who sees everything).
 
         `only` limits the products the statement can see (a fragment reads one), which
         also saves opening every other product's table; `versions` pins products to Delta
         table versions.
         """
         names = self.products.names() if only is None else list(only)
-        return self._run_sql(query, self.name, names, versions or {}, inputs)
+        if only is None and principal is None:
+            names.append(AUDIT_PRODUCT)  # the owner reads its own audit log as a product
+        return self._run_sql(query, self.name, names, versions or {}, inputs, principal)
 
     def _run_sql(
         self,
@@ -346,22 +381,35 @@ class Node:
         names: Sequence[str],
         pinned: Mapping[str, int],
         inputs: Mapping[str, pa.Table] | None,
+        principal: Principal | None = None,
     ) -> pa.RecordBatchReader:
-        """Run `query` over products `names` of `owner` (this node's own, or copies)."""
+        """Run `query` over products `names` of `owner` (this node's own, or copies), each
+        through `principal`'s policy view."""
         settings = self.home.settings
         session = LockedSession(
             memory_limit=settings.sql_memory_limit, threads=settings.sql_threads
         )
         tables: dict[tuple[str, str], Any] = {}
+        views: dict[tuple[str, str], Callable[[str], str]] = {}
         # A plain filtered scan of one product skips the in-memory blocks its WHERE rules out.
         scan = scan_filter(query)
         for name in names:
+            if owner == self.name and name == AUDIT_PRODUCT:
+                self._check_audit_reader(principal)
+                tables[owner, name] = audit.audit_table(self.home)
+                continue
             if owner == self.name:
                 snapshot = self.products.snapshot(name, pinned.get(name))
             else:
                 snapshot = self.replicas.snapshot(owner, name, pinned.get(name))
-            # Hot columns come from memory; what does not fit is read from Parquet.
-            columns = columns_named(query, snapshot.dataset.schema)
+            view = None
+            if principal is not None and not principal.sees_everything_of(owner):
+                view = self.view_of(owner, name, snapshot.dataset.schema, principal)
+                if view.whole or view.plain:
+                    view = None  # nothing hidden from this caller
+            # Hot columns come from memory; what does not fit is read from Parquet. A policy
+            # view reads every column (its masks and row filter name their own).
+            columns = columns_named(query, snapshot.dataset.schema) if view is None else None
             keep = scan[1] if scan is not None and scan[0].lower() == name.lower() else None
             hot = (
                 self.column_cache.table(
@@ -371,9 +419,11 @@ class Node:
                 else None
             )
             tables[owner, name] = hot if hot is not None else snapshot.dataset
+            if view is not None:
+                views[owner, name] = view.sql
         for input_id, table in (inputs or {}).items():
             tables["main", input_id] = table
-        session.expose(tables)
+        session.expose(tables, views=views)
         session.lock()
         return session.run(query)
 
@@ -413,7 +463,97 @@ class Node:
             contract_stamp = self.products.contract_path(name).stat().st_mtime_ns
         except (NotFoundError, OSError):
             return None  # a first publish that is still being written
-        return checkpoint, contract_stamp, self.replicas_wanted(name)
+        try:
+            policy_stamp = self._policy_path(name).stat().st_mtime_ns
+        except FileNotFoundError:
+            policy_stamp = 0
+        return checkpoint, contract_stamp + policy_stamp, self.replicas_wanted(name)
+
+    # -- policies -----------------------------------------------------------------------
+    def _policy_path(self, product: str) -> Path:
+        return self.products.product_dir(product) / "policy.yaml"
+
+    def policy(self, product: str) -> ProductPolicy:
+        """An own product's policy (empty: the contract's classifications decide)."""
+        if not self.products.exists(product):
+            raise NotFoundError(f"no product '{product}' on node '{self.name}'")
+        return load_policy(self._policy_path(product))
+
+    def set_policy(self, product: str, policy: ProductPolicy) -> ProductPolicy:
+        """Replace an own product's policy; its columns must exist and its row filters
+        must bind against the product's data (checked on an empty table of its schema)."""
+        self._refuse_copies(product)
+        self.policy(product)  # NotFoundError for an unknown product
+        schema = self.products.snapshot(product).dataset.schema
+        unknown = sorted(set(policy.columns) - set(schema.names))
+        if unknown:
+            raise UsageError(f"the policy names columns {product} does not have: {unknown}")
+        for row_filter in policy.row_filters:
+            self._check_row_filter(product, schema, check_filter(row_filter.where))
+        save_policy(self._policy_path(product), policy)
+        audit.record(
+            self.home,
+            "policy",
+            f"local:{self.name}",
+            product=f"{self.name}.{product}",
+            policy=policy.model_dump(exclude_defaults=True),
+        )
+        return policy
+
+    def _check_row_filter(self, product: str, schema: pa.Schema, where: str) -> None:
+        """Bind a row filter over an empty table of the product's schema (attributes as
+        NULL), so a filter that cannot work is refused when it is set, not when read."""
+        bound = bind_attributes(where, Principal("probe", "probe"))
+        view = View(tuple((n, quote_identifier(n)) for n in schema.names), bound)
+        target = f"{quote_identifier(self.name)}.{quote_identifier(product)}"
+        session = LockedSession(memory_limit=self.home.settings.sql_memory_limit)
+        try:
+            session.expose(
+                {(self.name, product): schema.empty_table()},
+                views={(self.name, product): view.sql},
+            )
+            session.columns(f"SELECT * FROM {target}")
+        except (ShoalError, duckdb.Error) as exc:
+            message = exc.message if isinstance(exc, ShoalError) else str(exc).splitlines()[0]
+            raise UsageError(f"row filter {where!r} does not work: {message}") from exc
+        finally:
+            session.close()
+
+    def grant(self, role: str, product: str, columns: Sequence[str] = ()) -> ProductPolicy:
+        """Let `role` read `product`, its confidential columns too (all, or `columns`)."""
+        policy = self.policy(product)
+        grants = dict(policy.grants)
+        grants[role] = list(columns)
+        readers = policy.readers
+        if readers is not None and role not in readers:
+            readers = [*readers, role]
+        return self.set_policy(
+            product, policy.model_copy(update={"grants": grants, "readers": readers})
+        )
+
+    def revoke_grant(self, role: str, product: str) -> ProductPolicy:
+        """Take back what `grant` gave `role` on `product`."""
+        policy = self.policy(product)
+        if role not in policy.grants and (policy.readers is None or role not in policy.readers):
+            raise NotFoundError(f"role '{role}' has no grant on {product}")
+        grants = {k: v for k, v in policy.grants.items() if k != role}
+        readers = None if policy.readers is None else [r for r in policy.readers if r != role]
+        return self.set_policy(
+            product, policy.model_copy(update={"grants": grants, "readers": readers})
+        )
+
+    def view_of(self, owner: str, product: str, schema: pa.Schema, principal: Principal) -> View:
+        """What `principal` may see of `owner.product` served here (own or a copy): the
+        owner's policy over the owner's contract."""
+        if owner == self.name:
+            policy = load_policy(self._policy_path(product))
+            contract = self.products.contract(product)
+        else:
+            entry = self.catalog.get(owner, product)
+            policy = parse_policy(entry.policy.encode("utf-8"), f"of {owner}.{product}")
+            contract = load_contract(self.replicas.contract_text(owner, product))
+        secret = self.membership.mask_secret() if self.membership.joined() else self.name
+        return decide(policy, contract, schema, principal, owner, secret)
 
     # -- replicas -----------------------------------------------------------------------
     def _placement_path(self, product: str) -> Path:
@@ -578,6 +718,7 @@ class Node:
             checkpoint=self.checkpoint(name),
             holders=[self.name],
             replicas=self.replicas_wanted(name),
+            policy=self._policy_text(self.name, name),
             distinct=estimate_distinct(snapshot.dataset, snapshot.rows),
             bounds=integer_bounds(snapshot.dataset),
         )
@@ -655,8 +796,14 @@ class Node:
                 distinct=entry.distinct if current and entry is not None else None,
                 bounds=entry.bounds if current and entry is not None else None,
             )
+        tables[self.name, AUDIT_PRODUCT] = TableRef(self.name, AUDIT_PRODUCT, AUDIT_SCHEMA)
         if joined:
             members = self.membership.members()
+            for member in members:
+                if member != self.name:  # each node's log is read where it is written
+                    tables[member, AUDIT_PRODUCT] = TableRef(
+                        member, AUDIT_PRODUCT, AUDIT_SCHEMA, (member,)
+                    )
             for entry in catalog:
                 if (entry.owner, entry.product) not in tables:
                     holders, fallbacks = self._routes(entry, members)
@@ -708,8 +855,11 @@ class Node:
         on_done: Callable[[QueryProfile], None] | None = None,
         *,
         cached: bool = True,
+        principal: Principal | None = None,
     ) -> pa.RecordBatchReader:
-        """Answer one read-only statement over the products of every node in the mesh.
+        """Answer one read-only statement over the products of every node in the mesh, for
+        `principal` (None: whoever works on this node's home, its owner): each node that
+        serves a part applies that caller's policy views.
 
         With a `profile`, where the time and the bytes went is recorded in it as the result
         is read; `on_done` (or else the node's `on_query` hooks) runs after the last batch.
@@ -718,7 +868,8 @@ class Node:
         """
         profile = profile if profile is not None else QueryProfile()
         done = on_done or self._queried
-        key = ResultKey(query, "", self._plan_state()) if cached else None
+        access = principal.access_key() if principal is not None else "local"
+        key = ResultKey(query, access, self._plan_state()) if cached else None
         if key is not None:
             table = self.fragment_cache.get(key)
             if table is not None:
@@ -730,7 +881,7 @@ class Node:
         settings = self.home.settings
         reader = execute_plan(
             plan,
-            functools.partial(self.run_fragment, profile=profile),
+            functools.partial(self.run_fragment, profile=profile, principal=principal),
             memory_limit=settings.sql_memory_limit,
             threads=settings.sql_threads,
             profile=profile,
@@ -738,7 +889,9 @@ class Node:
         )
         read = self._versions_read(plan, profile)
         reader = _with_metadata(reader, {READ_METADATA: json.dumps(read, sort_keys=True)})
-        if key is None or plan.volatile or any(r["stale"] for r in read.values()):
+        # A part read at no fixed version (an audit log) may differ next time: not kept.
+        unpinned = any(f.version is None for f in plan.fragments)
+        if key is None or plan.volatile or unpinned or any(r["stale"] for r in read.values()):
             return reader
         limit = self.fragment_cache.max_bytes // 4  # what the cache would keep at most
         return _kept(reader, limit, lambda table: self.fragment_cache.put(key, table))
@@ -753,6 +906,8 @@ class Node:
             node = run.node if run is not None else fragment.owner
             stale = run is not None and run.stale
             for product in (fragment.product, *(name for name, _ in fragment.also)):
+                if product == AUDIT_PRODUCT:
+                    continue  # a log, not a versioned product
                 key = f"{fragment.owner}.{product}"
                 held = members[node].holds.get(key) if node in members else None
                 if stale and held is not None:
@@ -782,11 +937,11 @@ class Node:
         )
         return catalog, own
 
-    def analyze(self, query: str) -> QueryProfile:
+    def analyze(self, query: str, principal: Principal | None = None) -> QueryProfile:
         """Run `query` to the end, discarding its rows: its plan and where the time went
         (always planned and run: the whole-answer cache is not used)."""
         profile = QueryProfile()
-        for _ in self.query(query, profile, cached=False):
+        for _ in self.query(query, profile, cached=False, principal=principal):
             pass
         return profile
 
@@ -795,7 +950,10 @@ class Node:
             hook(profile)
 
     def run_fragment(
-        self, fragment: Fragment, profile: QueryProfile | None = None
+        self,
+        fragment: Fragment,
+        profile: QueryProfile | None = None,
+        principal: Principal | None = None,
     ) -> pa.RecordBatchReader:
         """Run one fragment where its data is, or answer it from the exact cache when the
         same fragment already ran over the same version.
@@ -813,7 +971,7 @@ class Node:
         last: ShoalError | None = None
         for node, attempt in attempts:
             try:
-                table = self._run_at(node, attempt, run)
+                table = self._run_at(node, attempt, run, principal)
             except (UnavailableError, NotFoundError) as exc:
                 last = exc
                 failures.append(f"{node} ({self._state_of(node)}): {exc.message}")
@@ -837,9 +995,12 @@ class Node:
             return "this node"
         return self.health.status(node).state.value if self.health is not None else "unknown"
 
-    def _run_at(self, node: str, fragment: Fragment, run: FragmentRun | None) -> pa.Table:
-        """One fragment's whole result from `node` (or the exact cache)."""
-        key = fragment_key(fragment, caller=None)
+    def _run_at(
+        self, node: str, fragment: Fragment, run: FragmentRun | None, principal: Principal | None
+    ) -> pa.Table:
+        """One fragment's whole result from `node` (or the exact cache), as `principal`
+        may see it."""
+        key = fragment_key(fragment, caller=self._cache_caller(fragment, principal))
         if key is not None:
             cached = self.fragment_cache.get(key)
             if cached is not None:
@@ -854,16 +1015,37 @@ class Node:
                 fragment.sql,
                 fragment.version,
                 fragment.also,
-                self.fetch_inputs(fragment.inputs),
+                self.fetch_inputs(fragment.inputs, principal),
+                principal,
             ).read_all()
             node_seconds: float | None = time.perf_counter() - started
         else:
-            table, node_seconds = self.fragment_client.run(fragment, node)
+            token = principal.token if principal is not None else ""
+            table, node_seconds = self.fragment_client.run(fragment, node, token)
         if run is not None:
             run.node_seconds = node_seconds
         if key is not None:
             self.fragment_cache.put(key, table)
         return table
+
+    def _cache_caller(self, fragment: Fragment, principal: Principal | None) -> str:
+        """Who a cached fragment result was computed for, and under which policy: another
+        caller, or the same one after a policy change, never gets it."""
+        who = principal.access_key() if principal is not None else f"local:{self.name}"
+        return f"{who}|{self._policy_text(fragment.owner, fragment.product)}"
+
+    def _policy_text(self, owner: str, product: str) -> str:
+        if product == AUDIT_PRODUCT:
+            return ""  # no policy: only its owner, admins and auditors read it
+        if owner == self.name:
+            try:
+                return self._policy_path(product).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return ""
+        try:
+            return self.catalog.get(owner, product).policy
+        except NotFoundError:
+            return ""
 
     @functools.cached_property
     def column_cache(self) -> ColumnCache:
@@ -881,18 +1063,27 @@ class Node:
         version: int | None = None,
         also: Sequence[tuple[str, int | None]] = (),
         inputs: Mapping[str, pa.Table] | None = None,
+        principal: Principal | None = None,
     ) -> pa.RecordBatchReader:
         """Run a fragment a coordinator sent for this node's products: `product` at the
         Delta version it names (the latest if none), and the `also` products with theirs.
-        The SQL sees those products only, and the `inputs` (fetched results of other
-        fragments, see `fetch_inputs`) under their ids."""
+        The SQL sees those products only, each through `principal`'s policy view (None:
+        this node's own owner), and the `inputs` (fetched results of other fragments, see
+        `fetch_inputs`) under their ids."""
         wanted = {product: version, **dict(also)}
         versions = {name: v for name, v in wanted.items() if v is not None}
         if owner == self.name:
             for name in wanted:
-                if not self.products.exists(name):
+                if name != AUDIT_PRODUCT and not self.products.exists(name):
                     raise NotFoundError(f"node '{self.name}' has no product '{name}'")
-            return self.sql(sql, only=list(wanted), versions=versions or None, inputs=inputs)
+            self._audit_read(principal, owner, list(wanted), sql)
+            return self.sql(
+                sql,
+                only=list(wanted),
+                versions=versions or None,
+                inputs=inputs,
+                principal=principal,
+            )
         for name in wanted:
             if not self.replicas.holds(owner, name):
                 raise NotFoundError(f"node '{self.name}' holds no copy of {owner}.{name}")
@@ -901,15 +1092,45 @@ class Node:
                     f"node '{self.name}' is catching up its copy of {owner}.{name}; it serves "
                     "again once it has what it missed"
                 )
-        return self._run_sql(sql, owner, list(wanted), versions, inputs)
+        who = principal if principal is not None else Principal.local(self.name)
+        self._audit_read(who, owner, list(wanted), sql)
+        return self._run_sql(sql, owner, list(wanted), versions, inputs, who)
 
-    def fetch_inputs(self, inputs: Sequence[Fragment]) -> dict[str, pa.Table]:
+    def _audit_read(
+        self, principal: Principal | None, owner: str, products: list[str], sql: str
+    ) -> None:
+        """Record a fragment served here: who, which products, and the fragment's hash."""
+        if products == [AUDIT_PRODUCT]:
+            return  # reading the audit log is not itself a read worth a line each time
+        who = principal.name if principal is not None else f"local:{self.name}"
+        audit.record(
+            self.home,
+            "read",
+            who,
+            product=f"{owner}.{products[0]}",
+            also=products[1:] or None,
+            fragment=hashlib.sha256(sql.encode()).hexdigest()[:16],
+        )
+
+    def _check_audit_reader(self, principal: Principal | None) -> None:
+        """Only this node's owner, admins and auditors read its audit log."""
+        if principal is None or principal.sees_everything_of(self.name):
+            return
+        if principal.role == "auditor":
+            return
+        audit.record(self.home, "refuse", principal.name, product=f"{self.name}._audit")
+        raise RefusedError(f"node '{self.name}' does not show its audit log to you")
+
+    def fetch_inputs(
+        self, inputs: Sequence[Fragment], principal: Principal | None = None
+    ) -> dict[str, pa.Table]:
         """The results of the fragments a fragment reads besides its own products (the
-        small sides of a broadcast join), each run where its data is, or from the cache."""
+        small sides of a broadcast join), each run where its data is, or from the cache,
+        for the same caller."""
         if not inputs:
             return {}
         with ThreadPoolExecutor(len(inputs), thread_name_prefix="input") as pool:
-            futures = {f.id: pool.submit(self.run_fragment, f) for f in inputs}
+            futures = {f.id: pool.submit(self.run_fragment, f, None, principal) for f in inputs}
             return {fid: future.result().read_all() for fid, future in futures.items()}
 
 

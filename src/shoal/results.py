@@ -72,7 +72,8 @@ def _hashable(value: Any) -> Any:
 
 
 def _has_float(rows: list[tuple[Any, ...]]) -> bool:
-    return any(isinstance(value, float) for row in rows[:1] for value in row)
+    # Every row counts: the first may hold NULL where the others hold floats.
+    return any(isinstance(value, float) for row in rows for value in row)
 
 
 def _sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -89,11 +89,10 @@ def read_info(table: pa.Table) -> dict[str, Any]:
 
 
 def events(home: Path, kind: str) -> list[dict[str, Any]]:
-    path = home / "events.jsonl"
-    if not path.exists():
-        return []
-    found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in found if e["kind"] == kind]
+    from shoal.config import open_home
+    from shoal.events import read_events
+
+    return read_events(open_home(home), kind)
 
 
 def wait_for_copies(

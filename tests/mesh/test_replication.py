@@ -15,6 +15,7 @@ import pytest
 import shoal.products.replicas as replicas_module
 from shoal.contracts import Contract
 from shoal.errors import NotFoundError, RefusedError, TokenError, UsageError
+from shoal.events import read_events
 from shoal.log import Checkpoint, HistoryError
 from shoal.merkle import root_from_leaf_hashes
 from shoal.mesh.invites import Invites
@@ -219,8 +220,7 @@ def test_serving_refuses_other_regions_and_unknown_files(owner, tmp_path):
     far.membership.adopt(admission.hub, admission.hub_key, admission.members)
     with pytest.raises(RefusedError, match="may only be stored in eu-de"):
         owner.replication_source.log_since("far", "a", "sales", 0)
-    events = (owner.home.root / "events.jsonl").read_text().splitlines()
-    assert json.loads(events[-1])["peer"] == "far"
+    assert read_events(owner.home, "copy-refused")[-1]["peer"] == "far"
     source = owner.replication_source
     for hostile in ("../keys/node.key", "/etc/passwd", "", "_delta_log/x.json"):
         with pytest.raises(NotFoundError):

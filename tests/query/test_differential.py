@@ -579,6 +579,8 @@ def test_pruning_by_column_bounds_keeps_every_answer(mesh, sql):
     tables = []
     for node in mesh.nodes.values():
         for table in node.mesh_tables():
+            if table.product == "_audit":  # a node's audit log, not a stored product
+                continue
             snapshot = node.products.snapshot(table.product, table.version)
             tables.append(replace(table, bounds=integer_bounds(snapshot.dataset)))
     plan = plan_query(sql, tables)

@@ -50,6 +50,9 @@ class CatalogEntry(BaseModel):
     schema_ipc: str = Field(max_length=MAX_TEXT, description="Arrow IPC schema, base64")
     checkpoint: str = Field(max_length=4096, description="the owner's signed note")
     holders: list[str] = Field(default_factory=list, max_length=1000)
+    policy: str = Field(
+        default="", max_length=256 * 1024, description="the owner's policy (YAML), if any"
+    )
     replicas: int = Field(
         ge=0, le=16, default=0, description="copies wanted besides the owner's (shoal replicate)"
     )

@@ -25,14 +25,14 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_TTL_SECONDS = 30 * 86400
 
 
-def parse_duration(text: str) -> int:
-    """Seconds in a duration such as `90s`, `15m`, `24h` or `7d` (at most 30 days)."""
+def parse_duration(text: str, *, most_days: int = MAX_TTL_SECONDS // 86400) -> int:
+    """Seconds in a duration such as `90s`, `15m`, `24h` or `7d` (at most `most_days`)."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise UsageError(f"invalid duration {text!r}: use a number and s, m, h or d (e.g. 24h)")
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if not 0 < seconds <= MAX_TTL_SECONDS:
-        raise UsageError(f"invalid duration {text!r}: must be more than 0 and at most 30d")
+    if not 0 < seconds <= most_days * 86400:
+        raise UsageError(f"invalid duration {text!r}: must be more than 0 and at most {most_days}d")
     return seconds
 
 

@@ -9,7 +9,9 @@ still be trusted; a record that does not verify is dropped and logged.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +146,22 @@ class Membership:
         me = self.home.settings.name
         return [m for name, m in sorted(self.members().items()) if name != me]
 
+    def revoked_users(self) -> frozenset[str]:
+        """Ids of user tokens the hub revoked (from its signed announcement)."""
+        hub = self.members().get(self.hub)
+        if hub is None or hub.announcement is None:
+            return frozenset()
+        return hub.announcement.revoked
+
+    def mask_secret(self) -> str:
+        """The secret masks hash with, the same on every node of the mesh."""
+        secret = self._state().get("mask_secret")
+        if isinstance(secret, str) and secret:
+            return secret
+        # A mesh founded before masks: a secret of the hub's key, known to every member
+        # only once the hub hands it out; until then, a per-node one.
+        return hashlib.sha256(self.home.key().sign(b"shoal mask secret")).hexdigest()
+
     def records(self) -> list[dict[str, Any]]:
         return [m.record() for _, m in sorted(self.members().items())]
 
@@ -163,16 +181,25 @@ class Membership:
                     "hub": name,
                     "hub_key": base64.b64encode(key.public_bytes).decode(),
                     "members": [Member(certificate, None).record()],
+                    "mask_secret": secrets.token_hex(32),
                 }
             )
         log.info("node %s founded a new mesh as its hub", name)
 
-    def adopt(self, hub: str, hub_key: bytes, records: list[dict[str, Any]]) -> None:
-        """Record the mesh this node just joined (its hub and the first member list)."""
+    def adopt(
+        self, hub: str, hub_key: bytes, records: list[dict[str, Any]], mask_secret: str = ""
+    ) -> None:
+        """Record the mesh this node just joined (its hub, the first member list and the
+        secret masks hash with)."""
+        state: dict[str, Any] = {
+            "hub": hub,
+            "hub_key": base64.b64encode(hub_key).decode(),
+            "members": [],
+        }
+        if mask_secret:
+            state["mask_secret"] = mask_secret
         with mesh_lock(self.home.root):
-            self._file.write(
-                {"hub": hub, "hub_key": base64.b64encode(hub_key).decode(), "members": []}
-            )
+            self._file.write(state)
         self.merge(records)
         if self.home.settings.name not in self.members():
             raise TokenError("the hub's answer does not list this node as a member")
@@ -186,6 +213,7 @@ class Membership:
         http: str | None = None,
         flight: str | None = None,
         holds: Mapping[str, tuple[int, int, int]] | None = None,
+        revoked: frozenset[str] | None = None,
     ) -> Member:
         """Sign and record this node's own endpoints and the replicas it holds (what is
         not given stays as announced before); gives the updated member."""
@@ -196,6 +224,9 @@ class Membership:
             me.http if http is None else http,
             me.flight if flight is None else flight,
             me.holds if holds is None else holds,
+            (me.announcement.revoked if me.announcement else frozenset())
+            if revoked is None
+            else revoked,
         )
         updated = Member(me.certificate, announcement)
         self.merge([updated.record()])

@@ -79,10 +79,12 @@ class FragmentClient:
         self._clients: dict[str, flight.FlightClient] = {}
         self._lock = threading.Lock()
 
-    def run(self, fragment: Fragment, holder: str) -> tuple[pa.Table, float | None]:
-        """Run `fragment` at peer `holder`: its whole result, and the seconds the peer says
-        its engine spent on it (None if it did not say). UnavailableError names the node if
-        it fails."""
+    def run(
+        self, fragment: Fragment, holder: str, user_token: str = ""
+    ) -> tuple[pa.Table, float | None]:
+        """Run `fragment` at peer `holder` for the user whose token is given (none: for this
+        node itself): its whole result, and the seconds the peer says its engine spent on
+        it (None if it did not say). UnavailableError names the node if it fails."""
         what = f"{fragment.owner}.{fragment.product}"
         member = self.membership.member(holder)
         if self.health is not None and self.health.is_down(holder):
@@ -96,7 +98,10 @@ class FragmentClient:
                 f"node '{holder}' has never announced its endpoints; cannot read {what}",
                 hint="start it with `shoal serve` on its home",
             )
-        ticket = json.dumps({"fragment": fragment_to_wire(fragment)}).encode()
+        request: dict[str, Any] = {"fragment": fragment_to_wire(fragment)}
+        if user_token:
+            request["user"] = user_token  # the serving node checks it itself
+        ticket = json.dumps(request).encode()
         headers = signed_headers(self.home, holder, "DOGET", FRAGMENT_PATH, ticket)
         options = flight.FlightCallOptions(
             timeout=self.timeout,

@@ -32,13 +32,16 @@ __all__ = [
     "Certificate",
     "JoinClaims",
     "RequestClaims",
+    "UserClaims",
     "body_hash",
     "issue_join_token",
+    "issue_user_token",
     "peek_join_token",
     "read_announcement",
     "read_certificate",
     "read_join_token",
     "read_request_token",
+    "read_user_token",
     "request_caller",
     "sign_announcement",
     "sign_certificate",
@@ -226,6 +229,8 @@ class Announcement:
     # The replicas this node holds, verified:
     # `owner.product` -> (tree size, Delta version, product version).
     holds: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
+    # Only the hub's counts: the ids of user tokens it revoked.
+    revoked: frozenset[str] = frozenset()
 
 
 def sign_announcement(
@@ -234,16 +239,25 @@ def sign_announcement(
     http: str,
     flight: str,
     holds: Mapping[str, tuple[int, int, int]] | None = None,
+    revoked: frozenset[str] | None = None,
 ) -> Announcement:
-    """A node states where it listens and which replicas it holds; signed by itself so
-    peers can relay it."""
+    """A node states where it listens and which replicas it holds (and the hub, which user
+    tokens it revoked); signed by itself so peers can relay it."""
     at = time.time()
     held = {k: [int(n) for n in counts] for k, counts in sorted((holds or {}).items())}
-    claims = {"typ": "announcement", "iss": name, "http": http, "flight": flight, "at": at}
+    claims: dict[str, Any] = {
+        "typ": "announcement",
+        "iss": name,
+        "http": http,
+        "flight": flight,
+        "at": at,
+    }
     if held:
         claims["holds"] = held
+    if revoked:
+        claims["revoked"] = sorted(revoked)
     token = _encode(claims, key)
-    return Announcement(name, http, flight, at, token, _holds(held))
+    return Announcement(name, http, flight, at, token, _holds(held), _revoked(claims))
 
 
 def read_announcement(token: str, public: Ed25519PublicKey) -> Announcement:
@@ -256,9 +270,19 @@ def read_announcement(token: str, public: Ed25519PublicKey) -> Announcement:
             float(claims["at"]),
             token,
             _holds(claims.get("holds", {})),
+            _revoked(claims),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenError("the announcement lacks its endpoints") from exc
+
+
+def _revoked(claims: dict[str, Any]) -> frozenset[str]:
+    raw = claims.get("revoked", [])
+    if not isinstance(raw, list) or not all(
+        isinstance(item, str) and len(item) <= 64 for item in raw
+    ):
+        raise TypeError("revoked must be a list of token ids")
+    return frozenset(raw)
 
 
 def _holds(raw: Any) -> dict[str, tuple[int, int, int]]:
@@ -275,6 +299,66 @@ def _holds(raw: Any) -> dict[str, tuple[int, int, int]]:
             raise ValueError(f"holds gives bad counts for {name}")
         held[str(name)] = (size, delta, version)
     return held
+
+
+# -- user tokens --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UserClaims:
+    name: str
+    role: str
+    node: str  # the node the person belongs to ("" for none)
+    attrs: dict[str, str]
+    token_id: str
+    expires: int
+
+
+def issue_user_token(
+    hub_key: NodeKey,
+    hub: str,
+    name: str,
+    role: str,
+    *,
+    node: str = "",
+    attrs: dict[str, str] | None = None,
+    ttl_seconds: int,
+) -> tuple[str, UserClaims]:
+    """The hub vouches for a person or service: name, role, home node and attributes."""
+    now = int(time.time())
+    claims = UserClaims(
+        name, role, node, dict(attrs or {}), secrets.token_hex(16), now + ttl_seconds
+    )
+    token = _encode(
+        {
+            "typ": "user",
+            "iss": hub,
+            "sub": name,
+            "role": role,
+            "node": node,
+            "attrs": claims.attrs,
+            "jti": claims.token_id,
+            "iat": now,
+            "exp": claims.expires,
+        },
+        hub_key,
+    )
+    return token, claims
+
+
+def read_user_token(token: str, hub_public: Ed25519PublicKey) -> UserClaims:
+    """Check a user token's signature (by the hub) and expiry; revocation is the caller's."""
+    claims = _decode(token, hub_public, purpose="user")
+    try:
+        attrs = claims.get("attrs", {})
+        if not isinstance(attrs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in attrs.items()
+        ):
+            raise TypeError("attrs must map names to strings")
+        name, role, node = str(claims["sub"]), str(claims["role"]), str(claims.get("node", ""))
+        if not is_valid_name(name) or not is_valid_name(role.replace("-", "_")):
+            raise ValueError("bad user or role name")
+        return UserClaims(name, role, node, attrs, str(claims["jti"]), int(claims["exp"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TokenError(f"the user token is malformed: {exc}") from exc
 
 
 # -- request tokens -----------------------------------------------------------------------

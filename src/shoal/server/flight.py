@@ -32,8 +32,10 @@ import pyarrow.flight as flight
 from shoal.errors import RefusedError, ShoalError, TokenError, UsageError
 from shoal.mesh.peers import FRAGMENT_PATH, fragment_from_wire
 from shoal.mesh.tokens import read_request_token, request_caller
+from shoal.mesh.users import principal_of
 from shoal.mesh.wire import AUTH_SCHEME, error_to_bytes
 from shoal.node import Node
+from shoal.policy import Principal
 from shoal.server.metrics import Metrics
 
 __all__ = ["ShoalFlightServer"]
@@ -79,13 +81,18 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             raise UsageError("the ticket is larger than 1 MiB")
         request = _parse_ticket(raw)
         if "fragment" not in request:
-            return flight.RecordBatchStream(self.node.query(request["sql"]))
+            anonymous = Principal.anonymous()
+            return flight.RecordBatchStream(self.node.query(request["sql"], principal=anonymous))
         fragment = request["fragment"]
-        self._check_caller(context, raw)
+        caller = self._check_caller(context, raw)
+        # The user the coordinator acts for, checked here with the hub's key: no peer can
+        # widen what this node serves by saying who asks.
+        user = request["user"]
+        principal = principal_of(user, self.node.membership) if user else Principal.of_node(caller)
         started = time.perf_counter()
         try:
             inputs = self.node.fetch_inputs(
-                [fragment_from_wire(item) for item in fragment.get("inputs", [])]
+                [fragment_from_wire(item) for item in fragment.get("inputs", [])], principal
             )
             reader = self.node.serve_fragment(
                 fragment["owner"],
@@ -94,6 +101,7 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                 fragment.get("version"),
                 [(name, v) for name, v in fragment.get("also", [])],
                 inputs,
+                principal,
             )
         except ShoalError:
             if self.metrics is not None:
@@ -169,7 +177,10 @@ def _parse_ticket(raw: bytes) -> dict[str, Any]:
         and len(inputs) <= MAX_INPUTS_PER_FRAGMENT
         and all(_is_input(item) for item in inputs)
     ):
-        return {"fragment": fragment}
+        user = data.get("user", "")
+        if not isinstance(user, str):
+            raise UsageError("the ticket's user must be a token (text)")
+        return {"fragment": fragment, "user": user}
     raise UsageError('a ticket is SQL text, {"sql": ...} or a fragment from a coordinator')
 
 

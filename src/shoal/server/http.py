@@ -9,7 +9,7 @@ answering pings while a query runs.
 from __future__ import annotations
 
 import base64
-import binascii
+import functools
 import io
 import json
 import logging
@@ -30,8 +30,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shoal.errors import ShoalError, TokenError, UsageError
 from shoal.mesh.invites import Invites
 from shoal.mesh.tokens import read_request_token, request_caller
+from shoal.mesh.users import principal_of
 from shoal.mesh.wire import AUTH_SCHEME
 from shoal.node import Node
+from shoal.policy import Principal
 from shoal.products import Mode
 from shoal.results import read_bounded
 from shoal.server.limits import BodyLimit
@@ -65,6 +67,19 @@ class JoinRequest(BaseModel):
     public_key: str = Field(min_length=1, max_length=128, description="raw Ed25519, base64")
 
 
+class ErrorBody(BaseModel):
+    error: str = Field(description="The ShoalError class, e.g. UsageError or LockdownError")
+    message: str
+    hint: str | None = None
+
+
+# Every operation may fail with a JSON error body (the OpenAPI spec says so, for clients).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "The request was refused"},
+    "5XX": {"model": ErrorBody, "description": "The node could not answer"},
+}
+
+
 class Gossip(BaseModel):
     members: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
     entries: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
@@ -78,6 +93,7 @@ def create_app(
         title=f"Shoal node {node.name}",
         version=__version__,
         description="Control plane of one Shoal node: catalog, membership and SQL.",
+        responses=_ERRORS,
     )
     upload_limit = node.home.settings.max_upload_mb * 1024 * 1024
     app.add_middleware(
@@ -99,7 +115,7 @@ def create_app(
     def health() -> dict[str, Any]:
         return {"status": "ok", "node": node.name, "time": time.time()}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], responses={200: {"content": {"text/plain": {}}}})
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -124,7 +140,7 @@ def create_app(
     def join(request: JoinRequest) -> dict[str, Any]:
         try:
             public_key = base64.b64decode(request.public_key, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or text that is not ASCII
             raise UsageError("public_key must be base64") from exc
         admission = Invites(node.home, node.membership).redeem(request.token, public_key)
         if on_gossip is not None:
@@ -134,6 +150,8 @@ def create_app(
             "hub_key": base64.b64encode(admission.hub_key).decode(),
             "certificate": admission.certificate.token,
             "members": admission.members,
+            # Joining with a valid token admits a member, which hashes masked values alike.
+            "mask_secret": node.membership.mask_secret(),
         }
 
     @app.get("/api/v1/mesh/catalog", tags=["mesh"])
@@ -210,14 +228,19 @@ def create_app(
         return FileResponse(target, media_type="application/octet-stream")
 
     # -- SQL ----------------------------------------------------------------------------
-    @app.post("/api/v1/query", tags=["sql"])
+    @app.post("/api/v1/query", tags=["sql"], responses={200: {"content": {ARROW_STREAM: {}}}})
     async def query(
-        request: QueryRequest, format: str = Query("arrow", pattern="^(arrow|json)$")
+        request: QueryRequest,
+        http_request: Request,
+        format: str = Query("arrow", pattern="^(arrow|json)$"),
     ) -> Any:
         started = time.perf_counter()
         try:
+            principal = principal_calling(node, http_request)
             if format == "json":
-                reader = await run_in_threadpool(node.query, request.sql)
+                reader = await run_in_threadpool(
+                    functools.partial(node.query, request.sql, principal=principal)
+                )
                 table = await run_in_threadpool(
                     read_bounded, reader, MAX_JSON_ROWS, hint=_JSON_HINT
                 )
@@ -230,7 +253,7 @@ def create_app(
                 )
                 response: Any = Response(payload, media_type="application/json")
             else:
-                first, reader = await run_in_threadpool(_start, node, request.sql)
+                first, reader = await run_in_threadpool(_start, node, request.sql, principal)
                 response = StreamingResponse(_ipc_chunks(first, reader), media_type=ARROW_STREAM)
         except ShoalError:
             metrics.queries.labels("error").inc()
@@ -240,13 +263,24 @@ def create_app(
         return response
 
     @app.post("/api/v1/explain", tags=["sql"])
-    def explain(request: ExplainRequest) -> dict[str, Any]:
+    def explain(request: ExplainRequest, http_request: Request) -> dict[str, Any]:
+        principal = principal_calling(node, http_request)
         if request.analyze:
-            return node.analyze(request.sql).report()
+            return node.analyze(request.sql, principal).report()
         plan = node.plan(request.sql)
         return {"plan": plan.to_dict(), "text": plan.explain()}
 
     return app
+
+
+def principal_calling(node: Node, request: Request) -> Principal:
+    """Who asks: the user of a bearer token (checked: hub-signed, unexpired, unrevoked), or
+    an anonymous caller, who sees what every member sees."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return Principal.anonymous()
+    return principal_of(token.strip(), node.membership)
 
 
 def member_calling(node: Node, request: Request) -> str:
@@ -312,9 +346,11 @@ def _drain(buffer: io.BytesIO) -> bytes:
     return data
 
 
-def _start(node: Node, sql: str) -> tuple[pa.RecordBatch | None, pa.RecordBatchReader]:
+def _start(
+    node: Node, sql: str, principal: Principal
+) -> tuple[pa.RecordBatch | None, pa.RecordBatchReader]:
     """Run the query up to its first batch, so errors become a proper answer, not a cut."""
-    reader = node.query(sql)
+    reader = node.query(sql, principal=principal)
     try:
         first = reader.read_next_batch()
     except StopIteration:

@@ -2,7 +2,9 @@
 
 Checked twice: against the declared Content-Length before anything is read, and while the
 body streams in (a chunked body declares nothing), so an oversized request never fills
-memory and never gets a 5xx or a hung connection.
+memory and never gets a 5xx or a hung connection. The 413 goes out the moment the limit is
+passed: FastAPI turns any error while it reads a body into its own 400, which is then
+dropped.
 """
 
 from __future__ import annotations
@@ -37,18 +39,24 @@ class BodyLimit:
             return
         received = 0
         started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message: Message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    if not started and not refused:
+                        refused = True
+                        await _refuse(send, limit)
                     raise _TooLargeError
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the app's answer to a body that was cut off: the 413 went out
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -56,7 +64,7 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLargeError:
-            if not started:
+            if not started and not refused:
                 await _refuse(send, limit)
 
 

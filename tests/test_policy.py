@@ -1,0 +1,275 @@
+"""Policies enforced where the data lives: masks, denied columns and row filters hold for
+every query shape, on real node homes (the node's own SQL and its federated path)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from shoal.errors import LockdownError, RefusedError, ShoalError, UsageError
+from shoal.node import Node
+from shoal.policy import Principal, ProductPolicy, load_policy
+
+EMAILS = ["ann@shop.de", "bob@shop.de", "cem@example.com", "dora@example.com"]
+SSNS = ["111-22-3333", "222-33-4444", "333-44-5555", "444-55-6666"]
+CONTRACT = {
+    "apiVersion": "v3.1.0",
+    "kind": "DataContract",
+    "id": "urn:test:customers",
+    "name": "customers",
+    "version": "1.0.0",
+    "status": "active",
+    "schema": [
+        {
+            "name": "customers",
+            "logicalType": "object",
+            "properties": [
+                {"name": "id", "logicalType": "integer", "physicalType": "int64"},
+                {"name": "email", "logicalType": "string", "physicalType": "string", "pii": True},
+                {
+                    "name": "ssn",
+                    "logicalType": "string",
+                    "physicalType": "string",
+                    "classification": "restricted",
+                },
+                {
+                    "name": "salary",
+                    "logicalType": "number",
+                    "physicalType": "float64",
+                    "classification": "confidential",
+                },
+                {"name": "region", "logicalType": "string", "physicalType": "string"},
+            ],
+        }
+    ],
+}
+ANALYST = Principal("user:eve", "analyst", "", {"region": "eu"})
+OTHER = Principal("user:oz", "analyst", "", {"region": "us"})
+
+
+@pytest.fixture
+def shop(tmp_path) -> Node:
+    node = Node.init(tmp_path / "shop", "shop", "eu-de")
+    node.membership.found()
+    data = tmp_path / "customers.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array([1, 2, 3, 4], pa.int64()),
+                "email": EMAILS,
+                "ssn": SSNS,
+                "salary": [50_000.0, 61_000.0, 72_000.0, 83_000.0],
+                "region": ["eu", "eu", "us", "us"],
+            }
+        ),
+        data,
+    )
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(yaml.safe_dump(CONTRACT))
+    node.publish("customers", str(data), contract_file=contract)
+    node.set_policy(
+        "customers",
+        ProductPolicy.model_validate(
+            {"row_filters": [{"roles": ["analyst"], "where": "region = :region"}]}
+        ),
+    )
+    return node
+
+
+def _rows(node: Node, sql: str, who: Principal | None = ANALYST, federated: bool = False):
+    if federated:
+        return node.query(sql, principal=who).read_all().to_pylist()
+    return node.sql(sql, principal=who).read_all().to_pylist()
+
+
+def _text(rows) -> str:
+    return json.dumps(rows, default=str)
+
+
+def _assert_hidden(text: str) -> None:
+    for secret in [*EMAILS, *SSNS, "cem", "dora", "72000", "83000", "50000"]:
+        assert secret not in text, f"{secret!r} leaked: {text[:300]}"
+
+
+def test_owner_sees_everything_and_an_analyst_the_policy_view(shop):
+    raw = _rows(shop, "SELECT * FROM customers ORDER BY id", who=None)
+    assert [r["email"] for r in raw] == EMAILS
+    seen = _rows(shop, "SELECT * FROM customers ORDER BY id")
+    assert [r["id"] for r in seen] == [1, 2]  # only the analyst's region
+    assert {r["salary"] for r in seen} == {None}  # confidential: read as NULL
+    assert all(len(r["email"]) == 64 and len(r["ssn"]) == 64 for r in seen)  # hashed
+    _assert_hidden(_text(seen))
+
+
+BYPASSES = [
+    "SELECT email FROM customers",
+    "SELECT * FROM (SELECT * FROM customers) AS s",
+    "WITH c AS (SELECT * FROM customers) SELECT * FROM c",
+    "SELECT a.email, b.ssn FROM customers a JOIN customers b ON a.id = b.id",
+    "SELECT email FROM customers UNION ALL SELECT ssn FROM customers",
+    "SELECT lag(email) OVER (ORDER BY id) AS e, lead(ssn) OVER (ORDER BY id) AS s FROM customers",
+    "SELECT email, count(*) AS n FROM customers GROUP BY email",
+    "SELECT id FROM customers ORDER BY email",
+    "SELECT min(email) AS a, max(ssn) AS b, min(id) AS c, max(id) AS d FROM customers",
+    "SELECT count(*) AS n FROM customers WHERE region = 'us'",
+    "SELECT count(*) AS n FROM customers WHERE email = 'cem@example.com'",
+    "SELECT id FROM customers WHERE email LIKE 'ann%'",
+    "SELECT string_agg(email, ',') AS s FROM customers",
+    "SELECT list(ssn) AS s FROM shop.customers",
+    "EXPLAIN SELECT * FROM customers WHERE email = 'x'",
+]
+
+
+@pytest.mark.parametrize("federated", [False, True], ids=["node", "federated"])
+@pytest.mark.parametrize("sql", BYPASSES)
+def test_no_query_shape_reaches_a_masked_value_or_filtered_row(shop, sql, federated):
+    if federated and sql.startswith("EXPLAIN"):
+        with pytest.raises(UsageError, match="shoal explain"):  # the mesh plan is elsewhere
+            _rows(shop, sql, federated=True)
+        return
+    rows = _rows(shop, sql, federated=federated)
+    _assert_hidden(_text(rows))
+    if "region = 'us'" in sql:
+        assert rows == [{"n": 0}]
+    if "WHERE email = 'cem" in sql:
+        assert rows == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT CAST(email AS INTEGER) FROM customers",
+        "SELECT CAST(ssn AS DATE) FROM customers",
+        "SELECT error(email) FROM customers",
+    ],
+)
+def test_errors_never_echo_a_hidden_value(shop, sql):
+    with pytest.raises(ShoalError) as info:
+        _rows(shop, sql)
+    _assert_hidden(info.value.message)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM __shoal_source_0",
+        "SELECT * FROM duckdb_views()",
+        "SELECT * FROM duckdb_tables()",
+        "SELECT * FROM information_schema.tables",
+        "SELECT * FROM query_table('__shoal_source_0')",
+        "SELECT * FROM query('SELECT * FROM __shoal_source_0')",
+        "SELECT * FROM memory.main.customers",
+        "SELECT * FROM shop.nothing",
+    ],
+)
+def test_the_table_behind_the_view_cannot_be_named(shop, sql):
+    with pytest.raises((LockdownError, UsageError, ShoalError)) as info:
+        _rows(shop, sql)
+    _assert_hidden(info.value.message)
+
+
+def test_attributes_decide_rows_and_a_missing_attribute_shows_none(shop):
+    assert [r["id"] for r in _rows(shop, "SELECT id FROM customers ORDER BY id", OTHER)] == [3, 4]
+    nobody = Principal("user:x", "analyst")
+    assert _rows(shop, "SELECT id FROM customers", nobody) == []
+
+
+def test_grants_open_confidential_columns_and_revoke_closes_them(shop):
+    shop.grant("analyst", "customers", ["salary"])
+    seen = _rows(shop, "SELECT id, salary FROM customers ORDER BY id")
+    assert seen == [{"id": 1, "salary": 50_000.0}, {"id": 2, "salary": 61_000.0}]
+    shop.revoke_grant("analyst", "customers")
+    assert {r["salary"] for r in _rows(shop, "SELECT salary FROM customers")} == {None}
+
+
+def test_readers_limit_who_reads_at_all(shop):
+    shop.set_policy("customers", ProductPolicy(readers=["auditor"]))
+    with pytest.raises(RefusedError, match="may not read"):
+        _rows(shop, "SELECT id FROM customers")
+    auditor = Principal("user:al", "auditor")
+    assert len(_rows(shop, "SELECT id FROM customers", auditor)) == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "check"),
+    [
+        ("redact", lambda v: v == "[redacted]"),
+        ("null", lambda v: v is None),
+        ("partial", lambda v: v.startswith("***@")),
+    ],
+)
+def test_mask_methods(shop, method, check):
+    shop.set_policy(
+        "customers",
+        ProductPolicy.model_validate({"columns": {"email": {"action": "mask", "method": method}}}),
+    )
+    rows = _rows(shop, "SELECT email FROM customers")
+    assert rows and all(check(r["email"]) for r in rows)
+    if method == "partial":
+        assert {r["email"] for r in rows} == {"***@shop.de", "***@example.com"}
+
+
+def test_hashes_are_stable_so_joins_on_masked_keys_work(shop):
+    first = _rows(shop, "SELECT email FROM customers ORDER BY id")
+    again = _rows(shop, "SELECT email FROM customers ORDER BY id")
+    assert first == again
+
+
+def test_a_cached_answer_is_never_given_to_another_person(shop):
+    sql = "SELECT email FROM customers ORDER BY id"
+    raw = _rows(shop, sql, who=None, federated=True)
+    assert [r["email"] for r in raw] == EMAILS
+    masked = _rows(shop, sql, federated=True)
+    _assert_hidden(_text(masked))
+    # And the other way round: the analyst's answer is not the owner's.
+    assert _rows(shop, sql, who=None, federated=True) == raw
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"columns": {"nope": {"action": "deny"}}}, "does not have"),
+        ({"columns": {"email": {"action": "shred"}}}, "columns.email.action"),
+        ({"row_filters": [{"roles": ["analyst"], "where": "no_such_column = 1"}]}, "does not work"),
+        ({"row_filters": [{"roles": ["analyst"], "where": "1=1; DROP TABLE x"}]}, "one SQL"),
+        ({"row_filters": [{"roles": ["analyst"], "where": "1=1 -- x"}]}, "one SQL"),
+        ({"readers": ["Bad Role"]}, "invalid role"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_policies_are_refused_and_change_nothing(shop, tmp_path, policy, message):
+    before = shop.policy("customers")
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    with pytest.raises(UsageError, match=message):
+        shop.set_policy("customers", load_policy(path))
+    assert shop.policy("customers") == before
+
+
+def test_policy_files_that_are_not_yaml_or_too_big(shop, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(UsageError, match="not YAML"):
+        load_policy(bad)
+    big = tmp_path / "big.yaml"
+    big.write_text("readers: [" + ", ".join(["analyst"] * 60_000) + "]")
+    with pytest.raises(UsageError, match="larger than"):
+        load_policy(big)
+
+
+def test_the_audit_log_is_a_product_for_its_owner_and_auditors_only(shop):
+    _rows(shop, "SELECT count(*) AS n FROM customers", federated=True)
+    owner = _rows(shop, "SELECT action, who FROM shop._audit ORDER BY seq", who=None)
+    actions = [r["action"] for r in owner]
+    assert "publish" in actions and "policy" in actions and "read" in actions
+    assert any(r["who"] == "user:eve" for r in owner if r["action"] == "read")
+    auditor = Principal("user:al", "auditor")
+    assert _rows(shop, "SELECT count(*) AS n FROM shop._audit", auditor, federated=True)
+    with pytest.raises(RefusedError, match="audit log"):
+        _rows(shop, "SELECT count(*) AS n FROM shop._audit", federated=True)
+    refusals = _rows(shop, "SELECT who FROM shop._audit WHERE action = 'refuse'", who=None)
+    assert {"who": "user:eve"} in refusals
