@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shoal import audit
 from shoal.config import Home
 from shoal.errors import ConflictError, RefusedError, TokenError, UsageError
 from shoal.mesh.files import JsonFile, mesh_lock
@@ -105,6 +106,13 @@ class Invites:
             self.home.key(), self.home.settings.name, claims.name, claims.region, public_key
         )
         self.membership.admit(certificate)
+        audit.record(
+            self.home,
+            "join",
+            f"node:{claims.name}",
+            region=claims.region,
+            token_id=claims.token_id,
+        )
         return Admission(
             hub=self.home.settings.name,
             hub_key=self.home.key().public_bytes,

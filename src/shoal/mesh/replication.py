@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from shoal import audit
 from shoal.config import Home
 from shoal.contracts import load_contract
 from shoal.crypto import key_id_of, public_key_from_bytes
@@ -451,6 +452,17 @@ class Replicator:
                     continue
                 outcome.source = holder
                 outcome.error = ""
+                if outcome.changed or outcome.files:
+                    audit.record(
+                        self.home,
+                        "replicate",
+                        f"node:{self.me}",
+                        product=key,
+                        peer=holder,
+                        entries=[outcome.before, outcome.after],
+                        files=outcome.files,
+                        bytes=outcome.bytes,
+                    )
                 return outcome
         outcome.error = "; ".join(errors) or "no holder to pull from"
         return outcome
