@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("publish.py", "log.py", "federated.py")
+BENCHMARKS = ("publish.py", "log.py", "federated.py", "security.py")
 
 
 def main() -> int:

@@ -67,3 +67,10 @@ def test_federated_benchmark_quick(tmp_path):
         assert f"| {query}" in text
     assert "| Q1 repeated (exact cache) |" in text and "coordinator hq" in text
     assert "| query | planning ms |" in text
+
+
+@pytest.mark.multiprocess
+def test_security_benchmark_quick(tmp_path):
+    text = run_quick("security.py", tmp_path)
+    assert "<!-- bench:security -->" in text
+    assert "| Q4 one order by id |" in text and "on/off" in text

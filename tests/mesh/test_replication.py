@@ -14,7 +14,7 @@ import pytest
 
 import shoal.products.replicas as replicas_module
 from shoal.contracts import Contract
-from shoal.errors import NotFoundError, RefusedError, TokenError, UsageError
+from shoal.errors import NotFoundError, RefusedError, TokenError, UnavailableError, UsageError
 from shoal.events import read_events
 from shoal.log import Checkpoint, HistoryError
 from shoal.merkle import root_from_leaf_hashes
@@ -23,6 +23,7 @@ from shoal.mesh.placement import choose_holders, residency_of
 from shoal.mesh.replication import verify_answer
 from shoal.mesh.tokens import read_announcement, sign_announcement
 from shoal.node import Node
+from shoal.policy import Principal
 from shoal.products.replicas import PulledVersions, ReplicaStore, commit_path, live_files
 from tests.contracts.util import make_contract
 
@@ -310,3 +311,32 @@ def test_publishing_another_nodes_product_is_refused(owner, tmp_path):
     with pytest.raises(RefusedError, match="only its owner"):
         replica.publish_table("a.sales", pa.table({"id": [1]}))
     assert not replica.products.names()
+
+
+def test_a_copy_serves_again_only_once_it_caught_up(owner, tmp_path):
+    replica = Node.init(tmp_path / "b", "b", "eu-de")
+    store = replica.replicas
+    answer = _answer(owner, 0)
+    entries, lines, checkpoint = verify_answer(
+        "a/sales", owner.home.key().public_bytes, [], None, answer
+    )
+    incoming = store.incoming("a", "sales")
+    table = owner.products.table_dir("sales")
+    files = {path: _copy(table / path, incoming / Path(path).name) for path in live_files(entries)}
+    commits = {
+        e.delta_version: _copy(table / commit_path(e.delta_version), incoming / f"c{e.seq}")
+        for e in entries
+    }
+    store.commit(
+        "a", "sales", PulledVersions(checkpoint, tuple(lines), tuple(entries), commits, files, "")
+    )
+    sql = 'SELECT count(*) AS n FROM "a"."sales"'
+    # A running server that has not caught up since it started refuses, so the
+    # coordinator asks another holder.
+    admin = Principal("user:ada", "admin")  # sees the data whole: no policy view needed
+    replica.replicator.started = True
+    with pytest.raises(UnavailableError, match="catching up"):
+        replica.serve_fragment("a", "sales", sql, principal=admin)
+    replica.replicator.ready.add("a.sales")
+    served = replica.serve_fragment("a", "sales", sql, principal=admin)
+    assert served.read_all().to_pylist() == [{"n": 30}]

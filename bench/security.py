@@ -1,0 +1,160 @@
+"""What policies cost: Q1-Q4 of the federated benchmark asked by an analyst whose policy masks
+one column and filters rows, against the same mesh with no policy, in the same run.
+
+The mesh and data are the federated benchmark's (eight stores and hq). First every query is
+timed with no policy on any product (an anonymous caller, which sees the products whole);
+then each store sets a policy on its `orders` (customer_id hashed for everyone, and for
+analysts the row filter `amount >= :min_amount`), the hub issues an analyst's token, and
+the same queries are timed again as that analyst: each fragment carries the token, the
+serving node checks it and runs the fragment over the policy view. Answers are checked
+against DuckDB first (with the same mask and filter applied for the analyst's). Target:
+at most 1.3x. TLS is not part of the figures: mutual TLS is not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+import shoal
+from shoal.localmesh import LocalMesh
+from shoal.mesh.users import Users
+from shoal.node import Node
+from shoal.policy import ProductPolicy
+from shoal.results import first_difference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA_DIR, RESULTS, machine, stats, write_section
+from federated import HQ, QUERIES, QUICK_STORES, STORES, store_files
+
+ASKED = [name for name in QUERIES if name.split()[0] in {"Q1", "Q2", "Q3", "Q4"}]
+TARGET = 1.3
+POLICY = {
+    "columns": {"customer_id": {"action": "mask", "method": "hash"}},
+    "row_filters": [{"roles": ["analyst"], "where": "amount >= :min_amount"}],
+}
+
+
+def _masked(sql: str, secret: str) -> str:
+    """The DuckDB reference of a query as the analyst sees the data."""
+    view = (
+        "(SELECT * REPLACE (CASE WHEN customer_id IS NULL THEN NULL ELSE "
+        f"sha256('{secret}' || CAST(customer_id AS VARCHAR)) END AS customer_id) "
+        "FROM orders WHERE amount >= '0')"
+    )
+    return sql.replace("FROM orders", f"FROM {view} AS orders")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=2_500_000, help="orders per store node")
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per query and setting")
+    parser.add_argument("--quick", action="store_true", help="3 stores, small data, 2 runs")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where data is cached")
+    parser.add_argument("--results", type=Path, default=None, help="RESULTS.md to update")
+    args = parser.parse_args(argv)
+    stores = QUICK_STORES if args.quick else STORES
+    rows, runs = (20_000, 2) if args.quick else (args.rows, args.runs)
+    results = args.results or (None if args.quick else RESULTS)
+    files = store_files(stores, rows, args.data_dir)
+    lookup_id = rows * len(stores) // 2 + 17
+    print(f"security benchmark: {len(stores)} stores x {rows:,} orders, {runs} runs per query")
+    peer = duckdb.connect()
+    sources = ", ".join(f"'{files[s]}'" for s in stores)
+    peer.execute(f"CREATE TABLE orders AS SELECT * FROM read_parquet([{sources}])")
+
+    timings: dict[str, dict[str, list[float]]] = {q: {"off": [], "on": []} for q in ASKED}
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shoal-sec-", dir=args.data_dir) as tmp:
+        mesh = LocalMesh(Path(tmp) / "mesh")
+        try:
+            settings: dict[str, dict[str, int]] = {HQ: {"fragment_cache_mb": 0}}
+            settings.update({name: {"sql_threads": 1} for name in stores})
+            mesh.start([(HQ, "eu-de"), *((s, "eu-de") for s in stores)], settings=settings)
+            for name in stores:
+                Node.open(mesh.root / name).publish("orders", str(files[name]))
+            mesh.wait_for_catalog({f"{s}.orders" for s in stores}, timeout=120)
+            coordinator = mesh.nodes[HQ]
+            hub = Node.open(mesh.root / HQ)
+            secret = hub.membership.mask_secret()
+
+            def timed(client: shoal.Mesh, setting: str, masked: bool) -> None:
+                for name in ASKED:
+                    ours = QUERIES[name][0].format(order_id=lookup_id)
+                    theirs = QUERIES[name][1].format(order_id=lookup_id)
+                    reference = _masked(theirs, secret) if masked else theirs
+                    want = peer.sql(reference).to_arrow_table()
+                    got = client.sql(ours).arrow()
+                    problem = first_difference(want, got, ordered="ORDER BY" in theirs)
+                    if problem:
+                        raise SystemExit(f"{name} ({setting}): answer differs: {problem}")
+                    for _ in range(runs):
+                        t0 = time.perf_counter()
+                        client.sql(ours)
+                        timings[name][setting].append(time.perf_counter() - t0)
+                    median = statistics.median(timings[name][setting]) * 1000
+                    print(f"  {name} {setting}: {median:.1f} ms")
+
+            with shoal.connect(coordinator.http) as anonymous:
+                timed(anonymous, "off", masked=False)
+            policy = ProductPolicy.model_validate(POLICY)
+            for name in stores:
+                Node.open(mesh.root / name).set_policy("orders", policy)
+            token = Users(hub.home, hub.membership).add(
+                "ana", "analyst", {"min_amount": "0"}, "", 3600
+            )
+            # Wait until hq's catalog carries every store's policy (it keys caches by it).
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                entries = {e.key: e for e in Node.open(mesh.root / HQ).catalog.entries()}
+                if all(entries[f"{s}.orders"].policy for s in stores):
+                    break
+                time.sleep(0.2)
+            analyst = shoal.client.Mesh(url=coordinator.http, token=token)
+            with analyst:
+                timed(analyst, "on", masked=True)
+        finally:
+            mesh.stop()
+    body = _report(stores, rows, runs, timings)
+    print(body)
+    if results is not None:
+        write_section("security", body, results)
+    return 0
+
+
+def _report(
+    stores: tuple[str, ...], rows: int, runs: int, timings: dict[str, dict[str, list[float]]]
+) -> str:
+    lines = [
+        "## Policies on against off (bench/security.py)",
+        "",
+        f"{len(stores)} store nodes x {rows:,} orders and hq, on {machine()}; {runs} runs per "
+        "query and setting after one checked warm-up; the coordinator's caches off. Off: no "
+        "policy, anonymous caller. On: every store's `orders` hashes `customer_id` and "
+        "filters analysts' rows by `amount >= :min_amount`; asked with an analyst's token, "
+        "checked by each serving node. TLS is not in these figures (not built yet). "
+        f"Target: on/off at most {TARGET}x.",
+        "",
+        "| query | off median ms (min-max) | on median ms (min-max) | on/off | target |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ASKED:
+        off, on = stats(timings[name]["off"]), stats(timings[name]["on"])
+        ratio = on["median"] / off["median"] if off["median"] else float("nan")
+        met = "met" if ratio <= TARGET else "missed"
+        lines.append(
+            f"| {name} | {off['median'] * 1000:.1f} ({off['min'] * 1000:.1f}-"
+            f"{off['max'] * 1000:.1f}) | {on['median'] * 1000:.1f} ({on['min'] * 1000:.1f}-"
+            f"{on['max'] * 1000:.1f}) | {ratio:.2f}x | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
