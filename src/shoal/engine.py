@@ -92,7 +92,10 @@ class LockedSession:
         self._con.execute(f"USE {quote_identifier(self._catalog)}")
         self._locked = False
         self._visible: set[tuple[str, str]] = set()
-        self._guarded = False
+        # Every statement may name only the tables this session was given. Sessions share
+        # one database: a statement that could name another session's catalog, list the
+        # catalogs, or name the table behind a policy view would read what it must not.
+        self._guarded = True
         self._reading = False  # a read-only transaction is open on the connection
         # Detach the session's catalog when the session (and every reader it gave out,
         # which keeps it alive) is gone, even if nobody called close().
@@ -133,9 +136,6 @@ class LockedSession:
                 self._visible.add(("", name.lower()))
             if schema == "main":
                 self._visible.add(("", name.lower()))
-        if shapes:
-            # The sources behind the views have names too: only the exposed ones may be used.
-            self._guarded = True
 
     def lock(self) -> None:
         """From here on only the statement gate decides (the configuration is locked
@@ -164,12 +164,14 @@ class LockedSession:
         if not self._locked:
             self.lock()
         statement = self._gate(sql)
-        if self._guarded:
-            _check_references(statement, self._visible)
         self._read_only_transaction()
+        # Binding comes first (it reads nothing), so DuckDB's own refusals and unknown
+        # names keep their errors; what it bound is then checked before anything runs.
         relation = self._con.sql(statement)
         if relation is None:
             raise LockdownError("only statements that return rows are allowed")
+        if self._guarded:
+            _check_references(statement, self._visible)
         return relation
 
     def _read_only_transaction(self) -> None:
@@ -210,8 +212,9 @@ class LockedSession:
         return text
 
 
-# Table functions a guarded statement may call: they make rows, they read nothing.
-_ROW_MAKERS = {"range", "generate_series", "unnest"}
+# Table functions a statement may call: they make rows or show the (locked) settings, and
+# read no session's data.
+_ROW_MAKERS = {"range", "generate_series", "unnest", "duckdb_settings"}
 
 
 def _check_references(sql: str, visible: set[tuple[str, str]]) -> None:
@@ -222,7 +225,7 @@ def _check_references(sql: str, visible: set[tuple[str, str]]) -> None:
     """
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
-    except sqlglot.errors.SqlglotError as exc:
+    except (sqlglot.errors.SqlglotError, RecursionError) as exc:  # deep nesting recurses
         raise LockdownError(f"this statement cannot be checked against your access: {exc}") from exc
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
@@ -240,8 +243,9 @@ def _check_references(sql: str, visible: set[tuple[str, str]]) -> None:
             raise LockdownError(f"naming a catalog ({table.catalog}) is not allowed here")
         if (schema, name) in visible or (not schema and name in ctes):
             continue
-        raise LockdownError(
-            f"no table {'.'.join(p for p in (schema, name) if p)} is visible to you here"
+        raise NotFoundError(
+            f"no table {'.'.join(p for p in (schema, name) if p)} here",
+            hint="`shoal products --mesh` lists what you can query",
         )
 
 

@@ -167,6 +167,10 @@ def _parse_ticket(raw: bytes) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"the ticket is not valid JSON: {exc}") from exc
+    try:  # a JSON escape can spell a lone surrogate, which no later step could encode
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise UsageError("the ticket holds text that is not valid Unicode") from exc
     if isinstance(data, dict) and isinstance(data.get("sql"), str):
         return {"sql": data["sql"]}
     fragment = data.get("fragment") if isinstance(data, dict) else None
