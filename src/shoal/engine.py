@@ -218,6 +218,22 @@ _ROW_MAKERS = {"range", "generate_series", "unnest", "duckdb_settings"}
 
 
 def _check_references(sql: str, visible: set[tuple[str, str]]) -> None:
+    """Refuse a statement that names a table or table function it was not given (parsing
+    costs milliseconds, so statements already found to name only these tables are kept)."""
+    key = (sql, frozenset(visible))
+    if key in _CHECKED:
+        return
+    _check_references_parsed(sql, visible)
+    with _ROOTS_LOCK:
+        if len(_CHECKED) >= 4096:
+            _CHECKED.clear()
+        _CHECKED.add(key)
+
+
+_CHECKED: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+
+
+def _check_references_parsed(sql: str, visible: set[tuple[str, str]]) -> None:
     """Refuse a statement that names a table or table function it was not given.
 
     Behind a policy view lies the whole table under a name of its own; a statement that

@@ -100,6 +100,7 @@ class Node:
         # statistics skip more than decoding whole columns would save.
         self.keep_columns = False
         self._own_fingerprints: dict[str, tuple[str, int, int]] = {}
+        self._views: dict[tuple[object, ...], View] = {}
         self.products.sweep_staging()
         recover_all(self.products)
         self.replicas = ReplicaStore(home)
@@ -545,15 +546,34 @@ class Node:
     def view_of(self, owner: str, product: str, schema: pa.Schema, principal: Principal) -> View:
         """What `principal` may see of `owner.product` served here (own or a copy): the
         owner's policy over the owner's contract."""
+        policy_text = self._policy_text(owner, product)
         if owner == self.name:
-            policy = load_policy(self._policy_path(product))
+            contract_path = self.products.contract_path(product)
+        else:
+            contract_path = self.replicas.directory(owner, product) / "contract.yaml"
+        try:
+            found = contract_path.stat()
+            contract_stamp = (found.st_ino, found.st_size, found.st_mtime_ns)
+        except FileNotFoundError:
+            contract_stamp = (0, 0, 0)
+        # Parsing the policy and the contract costs more than a small fragment: the view
+        # is kept while neither file, the schema nor the caller changes.
+        key = (owner, product, policy_text, contract_stamp, schema, principal.access_key())
+        cached = self._views.get(key)
+        if cached is not None:
+            return cached
+        if owner == self.name:
+            policy = parse_policy(policy_text.encode("utf-8"), str(self._policy_path(product)))
             contract = self.products.contract(product)
         else:
-            entry = self.catalog.get(owner, product)
-            policy = parse_policy(entry.policy.encode("utf-8"), f"of {owner}.{product}")
+            policy = parse_policy(policy_text.encode("utf-8"), f"of {owner}.{product}")
             contract = load_contract(self.replicas.contract_text(owner, product))
         secret = self.membership.mask_secret() if self.membership.joined() else self.name
-        return decide(policy, contract, schema, principal, owner, secret)
+        view = decide(policy, contract, schema, principal, owner, secret)
+        if len(self._views) >= 1024:
+            self._views.clear()
+        self._views[key] = view
+        return view
 
     # -- replicas -----------------------------------------------------------------------
     def _placement_path(self, product: str) -> Path:
