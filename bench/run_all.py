@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("publish.py", "log.py", "federated.py", "security.py")
+BENCHMARKS = ("publish.py", "log.py", "federated.py", "security.py", "replication.py")
 
 
 def main() -> int:

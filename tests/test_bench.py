@@ -74,3 +74,23 @@ def test_security_benchmark_quick(tmp_path):
     text = run_quick("security.py", tmp_path)
     assert "<!-- bench:security -->" in text
     assert "| Q4 one order by id |" in text and "on/off" in text
+
+
+@pytest.mark.multiprocess
+def test_replication_benchmark_quick(tmp_path):
+    text = run_quick("replication.py", tmp_path)
+    assert "<!-- bench:replication -->" in text and "<!-- /bench:replication -->" in text
+    assert "| shoal: a new node's copy |" in text and "| cp -r |" in text
+    assert "Ratio shoal/cp" in text
+    assert "| both replicas |" in text and "| hamburg |" in text and "| munich |" in text
+    assert "| owner up |" in text and "| first query after SIGKILL |" in text
+    assert "Added (first query after the kill" in text and "Peak memory" in text
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "replication.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    knobs = ("--quick", "--runs", "--results", "--data-dir", "--size-mb", "--publishes", "--rows")
+    assert all(knob in done.stdout for knob in knobs)
