@@ -18,14 +18,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
+import pyarrow.parquet as pq
 
-import shoal
-from shoal.localmesh import LocalMesh
+from shoal.localmesh import LocalMesh, LocalNode
 from shoal.node import Node
 from shoal.results import first_difference
 from shoal.sampledata import orders_sql
@@ -122,6 +122,40 @@ def store_files(stores: tuple[str, ...], rows: int, data_dir: Path) -> dict[str,
     return files
 
 
+def start_mesh(
+    mesh: LocalMesh,
+    stores: tuple[str, ...],
+    files: dict[str, Path],
+    *,
+    node_threads: int = 1,
+    tls: bool = True,
+    progress: Callable[[str], None] = print,
+) -> LocalMesh:
+    """Start `hq` and the stores on loopback, publish each one's file, wait for the catalog.
+
+    The coordinator `hq` runs without the fragment cache, so every run asks the stores; a
+    store's own node, cache on, measures a dashboard's repeat. Several node processes share
+    this machine's cores, and each DuckDB would otherwise start a thread per core and fight
+    over them (`node_threads`; 0 keeps DuckDB's default).
+    """
+    settings: dict[str, dict[str, object]] = {HQ: {"fragment_cache_mb": 0, "tls": tls}}
+    for name in stores:
+        settings[name] = {"tls": tls, **({"sql_threads": node_threads} if node_threads else {})}
+    mesh.start(
+        [(HQ, "eu-de"), *((s, "eu-de") for s in stores)], progress=progress, settings=settings
+    )
+    started = time.perf_counter()
+    for name in (HQ, *stores):
+        Node.open(mesh.root / name).publish(
+            "catalogue" if name == HQ else "orders", str(files[name])
+        )
+    rows = sum(pq.ParquetFile(files[name]).metadata.num_rows for name in stores)
+    progress(f"  published {rows:,} rows in {time.perf_counter() - started:.1f} s")
+    products = {f"{s}.orders" for s in stores} | {f"{HQ}.catalogue"}
+    mesh.wait_for_catalog(products, timeout=300)
+    return mesh
+
+
 def node_peak_mib(pid: int) -> float:
     """A process's peak resident memory (VmHWM) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -130,9 +164,10 @@ def node_peak_mib(pid: int) -> float:
     return 0.0
 
 
-def analyze(url: str, sql: str) -> dict[str, Any]:
+def analyze(node: LocalNode, sql: str) -> dict[str, Any]:
     """`explain --analyze` of one query at a node: plan and where time and bytes went."""
-    response = httpx.post(f"{url}/api/v1/explain", json={"sql": sql, "analyze": True}, timeout=300)
+    body = {"sql": sql, "analyze": True}
+    response = node.call("POST", "/api/v1/explain", json=body, timeout=300)
     response.raise_for_status()
     return dict(response.json())
 
@@ -171,28 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-fed-", dir=args.data_dir) as tmp:
         mesh = LocalMesh(Path(tmp) / "mesh")
         try:
-            # The timed coordinator runs without the fragment cache, so every run asks the
-            # stores; a store's own node, cache on, measures a dashboard's repeat. Nine node
-            # processes share this machine's cores, and each DuckDB would otherwise start a
-            # thread per core and fight over them (`--node-threads`).
-            settings: dict[str, dict[str, int]] = {HQ: {"fragment_cache_mb": 0}}
-            if args.node_threads:
-                settings.update({name: {"sql_threads": args.node_threads} for name in stores})
-            mesh.start(
-                [(HQ, "eu-de"), *((s, "eu-de") for s in stores)],
-                progress=print,
-                settings=settings,
-            )
-            started = time.perf_counter()
-            for name, path in files.items():
-                Node.open(mesh.root / name).publish(
-                    "catalogue" if name == HQ else "orders", str(path)
-                )
-            print(f"  published {total:,} rows in {time.perf_counter() - started:.1f} s")
-            products = {f"{s}.orders" for s in stores} | {f"{HQ}.catalogue"}
-            mesh.wait_for_catalog(products, timeout=120)
+            start_mesh(mesh, stores, files, node_threads=args.node_threads, progress=print)
             coordinator = mesh.nodes[HQ]
-            with shoal.connect(coordinator.http) as client:
+            with coordinator.mesh() as client:
                 for name, (shoal_sql, peer_sql, _, _) in QUERIES.items():
                     ours = shoal_sql.format(order_id=lookup_id)
                     theirs = peer_sql.format(order_id=lookup_id)
@@ -201,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     problem = first_difference(want, got, ordered="ORDER BY" in theirs)
                     if problem:
                         raise SystemExit(f"{name}: shoal's answer differs from DuckDB's: {problem}")
-                    analyses[name] = analyze(coordinator.http, ours)
+                    analyses[name] = analyze(coordinator, ours)
                     for _ in range(runs):
                         t0 = time.perf_counter()
                         client.sql(ours)
@@ -213,13 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                     theirs_ms = statistics.median(timings[name]["duckdb"]) * 1000
                     print(f"  {name}: shoal {ours_ms:.1f} ms, duckdb {theirs_ms:.1f} ms")
             q1 = QUERIES["Q1 revenue by store"][0]
-            with shoal.connect(mesh.nodes[stores[0]].http) as client:
+            with mesh.nodes[stores[0]].mesh() as client:
                 client.sql(q1)  # fills the cache
                 for _ in range(runs):
                     t0 = time.perf_counter()
                     client.sql(q1)
                     cached.append(time.perf_counter() - t0)
-                repeat_analysis = analyze(mesh.nodes[stores[0]].http, q1)
+                repeat_analysis = analyze(mesh.nodes[stores[0]], q1)
             node_peaks = {
                 name: node_peak_mib(node.process.pid)
                 for name, node in mesh.nodes.items()
@@ -307,11 +323,12 @@ def _report(
 
 `bench/federated.py --rows {rows} --runs {runs}`: {len(stores)} store nodes (`shoal serve`
 on loopback) with {rows:,} orders each ({total:,} in all) and `{HQ}` holding the
-200-product catalogue. Each query is asked at `{HQ}` over HTTP (Arrow IPC) with its fragment
-cache off, so every run asks the stores, beside DuckDB in the benchmark process over the
-same rows in one in-memory table. Store nodes run with `sql_threads: {{node_threads}}`
-(nine processes share {os.cpu_count()} cores; DuckDB keeps its default of one thread per
-core). The repeat row asks `{stores[0]}` (cache on) after one
+200-product catalogue, with the default security: mutual TLS between the nodes, TLS to the
+client. Each query is asked at `{HQ}` over HTTPS (Arrow IPC), signed by `{HQ}`'s own key,
+with its fragment cache off, so every run asks the stores, beside DuckDB in the benchmark
+process over the same rows in one in-memory table. Store nodes run with
+`sql_threads: {{node_threads}}` (nine processes share {os.cpu_count()} cores; DuckDB keeps
+its default of one thread per core). The repeat row asks `{stores[0]}` (cache on) after one
 filling run. Answers are checked equal first. Medians of {runs} interleaved runs after one
 untimed run. Bytes moved: Arrow bytes the fragments sent to the coordinator, from
 `explain --analyze`; scanned: the Arrow size of the columns the query reads, all rows.

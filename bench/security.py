@@ -2,13 +2,14 @@
 one column and filters rows, against the same mesh with no policy, in the same run.
 
 The mesh and data are the federated benchmark's (eight stores and hq). First every query is
-timed with no policy on any product (an anonymous caller, which sees the products whole);
-then each store sets a policy on its `orders` (customer_id hashed for everyone, and for
-analysts the row filter `amount >= :min_amount`), the hub issues an analyst's token, and
-the same queries are timed again as that analyst: each fragment carries the token, the
-serving node checks it and runs the fragment over the policy view. Answers are checked
-against DuckDB first (with the same mask and filter applied for the analyst's). Target:
-at most 1.3x. TLS is not part of the figures: mutual TLS is not built yet.
+run on two meshes over the same files, both up, with the runs interleaved: "off" serves
+plain HTTP and Flight (`tls: false`) with no policy on any product, asked by the hub node
+itself; "on" is the default, mutual TLS between every node and TLS to the client, with a
+policy on every store's `orders` (customer_id hashed for everyone, and for analysts the
+row filter `amount >= :min_amount`), asked by an analyst with a token from the hub: each
+fragment carries the token, the serving node checks it and runs the fragment over the
+policy view. Answers are checked against DuckDB first (with the same mask and filter for
+the analyst's). Target: on/off at most 1.3x.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pathlib import Path
 
 import duckdb
 
-import shoal
+from shoal.client import Mesh
+from shoal.credentials import of_profile
 from shoal.localmesh import LocalMesh
-from shoal.mesh.users import Users
+from shoal.mesh.tls import NodeTLS
+from shoal.mesh.users import Profile, Users
 from shoal.node import Node
 from shoal.policy import ProductPolicy
 from shoal.results import first_difference
@@ -72,55 +75,62 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, dict[str, list[float]]] = {q: {"off": [], "on": []} for q in ASKED}
     args.data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shoal-sec-", dir=args.data_dir) as tmp:
-        mesh = LocalMesh(Path(tmp) / "mesh")
+        # Two meshes over the same files, both up, the runs interleaved between them, so
+        # both see the same machine: "off" serves plain HTTP and Flight and has no policy;
+        # "on" is the default (mutual TLS) with every store's policy.
+        off_mesh, on_mesh = LocalMesh(Path(tmp) / "off"), LocalMesh(Path(tmp) / "on")
         try:
-            settings: dict[str, dict[str, int]] = {HQ: {"fragment_cache_mb": 0}}
-            settings.update({name: {"sql_threads": 1} for name in stores})
-            mesh.start([(HQ, "eu-de"), *((s, "eu-de") for s in stores)], settings=settings)
-            for name in stores:
-                Node.open(mesh.root / name).publish("orders", str(files[name]))
-            mesh.wait_for_catalog({f"{s}.orders" for s in stores}, timeout=120)
-            coordinator = mesh.nodes[HQ]
-            hub = Node.open(mesh.root / HQ)
-            secret = hub.membership.mask_secret()
-
-            def timed(client: shoal.Mesh, setting: str, masked: bool) -> None:
-                for name in ASKED:
-                    ours = QUERIES[name][0].format(order_id=lookup_id)
-                    theirs = QUERIES[name][1].format(order_id=lookup_id)
-                    reference = _masked(theirs, secret) if masked else theirs
-                    want = peer.sql(reference).to_arrow_table()
-                    got = client.sql(ours).arrow()
-                    problem = first_difference(want, got, ordered="ORDER BY" in theirs)
-                    if problem:
-                        raise SystemExit(f"{name} ({setting}): answer differs: {problem}")
-                    for _ in range(runs):
-                        t0 = time.perf_counter()
-                        client.sql(ours)
-                        timings[name][setting].append(time.perf_counter() - t0)
-                    median = statistics.median(timings[name][setting]) * 1000
-                    print(f"  {name} {setting}: {median:.1f} ms")
-
-            with shoal.connect(coordinator.http) as anonymous:
-                timed(anonymous, "off", masked=False)
+            members = [(HQ, "eu-de"), *((s, "eu-de") for s in stores)]
+            for mesh, tls in ((off_mesh, False), (on_mesh, True)):
+                settings: dict[str, dict[str, object]] = {HQ: {"fragment_cache_mb": 0, "tls": tls}}
+                settings.update({name: {"sql_threads": 1, "tls": tls} for name in stores})
+                mesh.start(members, settings=settings)
+                for name in stores:
+                    Node.open(mesh.root / name).publish("orders", str(files[name]))
+            hub = Node.open(on_mesh.root / HQ)
             policy = ProductPolicy.model_validate(POLICY)
             for name in stores:
-                Node.open(mesh.root / name).set_policy("orders", policy)
+                Node.open(on_mesh.root / name).set_policy("orders", policy)
+            for mesh in (off_mesh, on_mesh):
+                mesh.wait_for_catalog({f"{s}.orders" for s in stores}, timeout=180)
             token = Users(hub.home, hub.membership).add(
                 "ana", "analyst", {"min_amount": "0"}, "", 3600
             )
             # Wait until hq's catalog carries every store's policy (it keys caches by it).
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                entries = {e.key: e for e in Node.open(mesh.root / HQ).catalog.entries()}
+                entries = {e.key: e for e in Node.open(on_mesh.root / HQ).catalog.entries()}
                 if all(entries[f"{s}.orders"].policy for s in stores):
                     break
                 time.sleep(0.2)
-            analyst = shoal.client.Mesh(url=coordinator.http, token=token)
-            with analyst:
-                timed(analyst, "on", masked=True)
+            secret = hub.membership.mask_secret()
+            at = on_mesh.nodes[HQ].http
+            ca = NodeTLS(on_mesh.nodes[HQ].home).ca_pem().decode("ascii")
+            analyst = Mesh(url=at, credentials=of_profile(Profile(at, token, "ana", ca, HQ), at))
+            with off_mesh.nodes[HQ].mesh() as plain, analyst:
+                clients = {"off": (plain, False), "on": (analyst, True)}
+                for name in ASKED:
+                    ours = QUERIES[name][0].format(order_id=lookup_id)
+                    theirs = QUERIES[name][1].format(order_id=lookup_id)
+                    for setting, (client, masked) in clients.items():
+                        reference = _masked(theirs, secret) if masked else theirs
+                        want = peer.sql(reference).to_arrow_table()
+                        problem = first_difference(
+                            want, client.sql(ours).arrow(), ordered="ORDER BY" in theirs
+                        )
+                        if problem:
+                            raise SystemExit(f"{name} ({setting}): answer differs: {problem}")
+                    for _ in range(runs):
+                        for setting, (client, _) in clients.items():
+                            t0 = time.perf_counter()
+                            client.sql(ours)
+                            timings[name][setting].append(time.perf_counter() - t0)
+                    off = statistics.median(timings[name]["off"]) * 1000
+                    on = statistics.median(timings[name]["on"]) * 1000
+                    print(f"  {name}: off {off:.1f} ms, on {on:.1f} ms")
         finally:
-            mesh.stop()
+            on_mesh.stop()
+            off_mesh.stop()
     body = _report(stores, rows, runs, timings)
     print(body)
     if results is not None:
@@ -132,14 +142,15 @@ def _report(
     stores: tuple[str, ...], rows: int, runs: int, timings: dict[str, dict[str, list[float]]]
 ) -> str:
     lines = [
-        "## Policies on against off (bench/security.py)",
+        "## TLS and policies on against off (bench/security.py)",
         "",
         f"{len(stores)} store nodes x {rows:,} orders and hq, on {machine()}; {runs} runs per "
-        "query and setting after one checked warm-up; the coordinator's caches off. Off: no "
-        "policy, anonymous caller. On: every store's `orders` hashes `customer_id` and "
-        "filters analysts' rows by `amount >= :min_amount`; asked with an analyst's token, "
-        "checked by each serving node. TLS is not in these figures (not built yet). "
-        f"Target: on/off at most {TARGET}x.",
+        "query and setting after one checked warm-up, interleaved between two meshes that "
+        "are both up; the coordinators' caches off. Off: plain HTTP and Flight "
+        "(`tls: false`), no policy, asked by the hub node itself. On: the default mutual TLS "
+        "between nodes and TLS to the client; every store's `orders` hashes `customer_id` "
+        "and filters analysts' rows by `amount >= :min_amount`; asked with an analyst's "
+        f"token, checked by each serving node. Target: on/off at most {TARGET}x.",
         "",
         "| query | off median ms (min-max) | on median ms (min-max) | on/off | target |",
         "|---|---|---|---|---|",

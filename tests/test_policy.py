@@ -3,6 +3,7 @@ every query shape, on real node homes (the node's own SQL and its federated path
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pyarrow as pa
@@ -10,9 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from shoal import audit
 from shoal.errors import LockdownError, RefusedError, ShoalError, UsageError
+from shoal.mesh.invites import Invites
 from shoal.node import Node
-from shoal.policy import Principal, ProductPolicy, load_policy
+from shoal.policy import Principal, ProductPolicy, load_policy, parse_rules
 
 EMAILS = ["ann@shop.de", "bob@shop.de", "cem@example.com", "dora@example.com"]
 SSNS = ["111-22-3333", "222-33-4444", "333-44-5555", "444-55-6666"]
@@ -273,3 +276,112 @@ def test_the_audit_log_is_a_product_for_its_owner_and_auditors_only(shop):
         _rows(shop, "SELECT count(*) AS n FROM shop._audit", federated=True)
     refusals = _rows(shop, "SELECT who FROM shop._audit WHERE action = 'refuse'", who=None)
     assert {"who": "user:eve"} in refusals
+
+
+# -- mesh-wide rules ------------------------------------------------------------------------
+def _set_rules(node: Node, text: str) -> None:
+    node.membership.set_rules(parse_rules(text.encode(), "test"))
+
+
+def test_mesh_rules_are_a_floor_no_product_policy_goes_below(shop):
+    open_all = {
+        "columns": {"email": {"action": "allow"}, "ssn": {"action": "allow"}},
+        "grants": {"analyst": []},
+    }
+    shop.set_policy("customers", ProductPolicy.model_validate(open_all))
+    seen = _rows(shop, "SELECT email, ssn, salary FROM customers ORDER BY id")
+    assert [r["email"] for r in seen] == EMAILS and [r["ssn"] for r in seen] == SSNS
+    # The hub's floors win over the product's policy, for every shape of query.
+    _set_rules(shop, "floors: {pii: mask, restricted: deny, confidential: mask}")
+    for federated in (False, True):
+        seen = _rows(shop, "SELECT email, ssn, salary FROM customers", federated=federated)
+        assert all(len(r["email"]) == 64 for r in seen)
+        assert {r["ssn"] for r in seen} == {None}
+        assert all(isinstance(r["salary"], str) and len(r["salary"]) == 64 for r in seen)
+        _assert_hidden(_text(seen))
+        _assert_hidden(_text(_rows(shop, "SELECT max(ssn), min(email) FROM customers")))
+    # The owner's people and admins still see everything.
+    admin = Principal("user:ada", "admin")
+    assert [
+        r["ssn"] for r in _rows(shop, "SELECT ssn FROM customers ORDER BY id", who=admin)
+    ] == SSNS
+    # Lifting the rules lifts the floor: cached views and answers do not outlive them.
+    _set_rules(shop, "{}")
+    seen = _rows(shop, "SELECT ssn FROM customers ORDER BY id")
+    assert [r["ssn"] for r in seen] == SSNS
+
+
+def test_mesh_rules_limit_who_reads_at_all(shop):
+    _set_rules(shop, "readers: [auditor]")
+    with pytest.raises(RefusedError, match="mesh's rules let role 'analyst' read no product"):
+        _rows(shop, "SELECT id FROM customers")
+    auditor = Principal("user:al", "auditor", "", {"region": "eu"})
+    assert len(_rows(shop, "SELECT id FROM customers", who=auditor)) == 4
+    assert len(_rows(shop, "SELECT id FROM customers", who=None)) == 4  # the owner
+
+
+def test_a_policy_below_the_rules_is_refused_and_nothing_written(shop):
+    _set_rules(shop, "floors: {restricted: mask}\nreaders: [analyst, auditor]")
+    before = shop.policy("customers")
+    with pytest.raises(RefusedError, match="column 'ssn'"):
+        shop.set_policy(
+            "customers", ProductPolicy.model_validate({"columns": {"ssn": {"action": "allow"}}})
+        )
+    with pytest.raises(RefusedError, match="role 'partner'"):
+        shop.grant("partner", "customers")
+    assert shop.policy("customers") == before
+    # Within the rules: accepted.
+    stricter = {"columns": {"ssn": {"action": "deny"}}, "readers": ["analyst"]}
+    shop.set_policy("customers", ProductPolicy.model_validate(stricter))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("floors: {restricted: allow}", "floors"),
+        ("floors: {secret: mask}", "floors"),
+        ("readers: [Not A Role]", "invalid role"),
+        ("colour: blue", "colour"),
+        ("floors: [", "not YAML"),
+        ("x" * 300_000, "larger than"),
+        ("\xff\xfe", "not YAML"),
+    ],
+)
+def test_bad_rules_are_refused(text, words):
+    with pytest.raises(UsageError, match=words):
+        parse_rules(text.encode("latin-1") if text == "\xff\xfe" else text.encode(), "test")
+
+
+def test_rules_travel_in_the_hubs_signed_announcement(shop, tmp_path):
+    _set_rules(shop, "floors: {pii: deny}")
+    member = Node.init(tmp_path / "member", "member", "eu-de")
+    invites = Invites(shop.home, shop.membership)
+    token, _ = invites.issue("member", "eu-de", 600)
+    admission = invites.redeem(token, member.home.key().public_bytes)
+    member.membership.adopt("shop", admission.hub_key, admission.members)
+    assert member.mesh_rules().floors == {"pii": "deny"}
+    # Only the hub sets them; a member's attempt changes nothing.
+    with pytest.raises(RefusedError, match="only the hub"):
+        _set_rules(member, "{}")
+    assert member.mesh_rules().floors == {"pii": "deny"}
+    entries = audit.read(shop.home, action="rules")
+    assert entries[-1]["detail"]["rules"] == {"floors": {"pii": "deny"}}
+
+
+def test_every_fragment_served_is_an_audit_entry_with_columns_and_rows(shop):
+    reader = shop.serve_fragment(
+        "shop", "customers", "SELECT id, email FROM shop.customers", principal=ANALYST
+    )
+    assert reader.read_all().num_rows == 2  # the analyst's region
+    entry = audit.read(shop.home, action="read")[-1]
+    assert entry["who"] == "user:eve" and entry["product"] == "shop.customers"
+    assert entry["detail"]["columns"] == ["id", "email"]
+    assert entry["detail"]["rows"] == 2 and "complete" not in entry["detail"]
+    assert len(entry["detail"]["fragment"]) == 16
+    # A caller that stops reading early is recorded as such.
+    cut = shop.serve_fragment("shop", "customers", "SELECT * FROM shop.customers", principal=None)
+    next(iter(cut))
+    del cut
+    gc.collect()
+    entry = audit.read(shop.home, action="read")[-1]
+    assert entry["detail"]["complete"] is False

@@ -69,13 +69,16 @@ HomeOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 AtOption = Annotated[
     str | None,
-    typer.Option("--at", help="Ask the running node at this URL instead of the local home."),
+    typer.Option(
+        "--at",
+        help="Ask the running node at this URL, as the node of --home (or with --profile).",
+    ),
 ]
 ProfileOption = Annotated[
     Path | None,
     typer.Option(
         "--profile",
-        help="A profile file from `shoal user add` (endpoint and token) [env SHOAL_PROFILE].",
+        help="A profile from `shoal user add` (endpoint, mesh CA, token) [env SHOAL_PROFILE].",
         envvar="SHOAL_PROFILE",
         show_default=False,
     ),
@@ -116,14 +119,14 @@ def open_node(home: Path | None) -> Node:
 
 @contextmanager
 def mesh_for(at: str | None, home: Path | None, profile: Path | None = None) -> Iterator[Mesh]:
-    """A Mesh on the node at URL `at`, on a profile's endpoint as its user, or on the local
-    home."""
+    """A Mesh on a profile's endpoint (or `at`) as its user, on the node at URL `at` as the
+    node of the local home, or on the local home itself."""
     if profile is not None:
         mesh = connect(profile=profile, url=at)
     elif at is not None:
         if not at.startswith(("http://", "https://")):
-            raise UsageError(f"invalid --at URL {at!r}: want http://HOST:PORT")
-        mesh = connect(at)
+            raise UsageError(f"invalid --at URL {at!r}: want https://HOST:PORT")
+        mesh = connect(at, home=home)
     else:
         mesh = Mesh(open_node(home))
     with mesh:

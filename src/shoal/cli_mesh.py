@@ -1,4 +1,4 @@
-"""The mesh commands of `shoal`: serve, invite, join, nodes, explain.
+"""The mesh commands of `shoal`: serve, invite, join, node revoke, nodes, explain.
 
 Registered on the one `shoal` app by `shoal.cli`; like it, they only parse, call and render.
 """
@@ -109,10 +109,27 @@ def invite(
     out.print(token, markup=False)
 
 
+node_app = typer.Typer(help="The mesh's nodes (changes on the hub).", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+
+@node_app.command("revoke")
+@handles_errors
+def node_revoke(
+    name: Annotated[str, typer.Argument(help="The node to put out of the mesh.")],
+    home: HomeOption = None,
+) -> None:
+    """On the hub: revoke a node everywhere: within a few pings every node refuses its calls,
+    its certificate and its products; it cannot join again under that name."""
+    hub = open_node(home)
+    hub.membership.revoke_node(name)
+    out.print(f"node '{name}' is revoked; every node learns it from the hub's next announcement")
+
+
 @app.command()
 @handles_errors
 def join(
-    hub_url: Annotated[str, typer.Argument(help="The hub's HTTP URL, e.g. http://hq:7400.")],
+    hub_url: Annotated[str, typer.Argument(help="The hub's URL, e.g. https://hq:7400.")],
     token: Annotated[str, typer.Argument(help="The token `shoal invite` printed on the hub.")],
     home: HomeOption = None,
 ) -> None:

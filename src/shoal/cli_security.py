@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.table import Table
 
 from shoal.cli import HomeOption, JsonOption, app, err, handles_errors, open_node, out, print_json
 from shoal.errors import ConflictError, UsageError
 from shoal.mesh.invites import parse_duration
+from shoal.mesh.tls import NodeTLS
 from shoal.mesh.users import Profile, Users, write_profile
-from shoal.policy import load_policy, parse_attrs, policy_summary
+from shoal.policy import load_policy, parse_attrs, parse_rules, policy_summary
 
 users_app = typer.Typer(help="People and services of the mesh (on the hub).", no_args_is_help=True)
 policy_app = typer.Typer(help="Who may see what of a product (on its owner).", no_args_is_help=True)
@@ -53,10 +55,14 @@ def user_add(
         raise ConflictError(f"{target} exists; choose another -o or remove it first")
     url = endpoint or hub.membership.member(hub.name).http
     if not url:
-        raise UsageError("the hub has not served yet; give --endpoint http://HOST:PORT")
+        raise UsageError("the hub has not served yet; give --endpoint https://HOST:PORT")
     ttl = parse_duration(expires, most_days=3650)
+    tls = NodeTLS(hub.home.root)
+    ca = tls.ca_pem().decode("ascii") if tls.ready() else ""
     token = users.add(name, role, parse_attrs(attr or []), node, ttl)
-    write_profile(target, Profile(url, token, name))
+    # The profile names the node at its endpoint only when that is the hub's own URL.
+    at_node = hub.name if endpoint is None else ""
+    write_profile(target, Profile(url, token, name, ca, at_node))
     out.print(f"user '{name}' ({role}) can connect with --profile {target}")
 
 
@@ -149,3 +155,37 @@ def revoke(
     node = open_node(home)
     node.revoke_grant(role, product)
     err.print(f"role '{role}' no longer has a grant on {node.name}.{product}", markup=False)
+
+
+rules_app = typer.Typer(
+    help="Mesh-wide rules no product's policy can open up (set on the hub).",
+    no_args_is_help=True,
+)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("show")
+@handles_errors
+def rules_show(as_json: JsonOption = False, home: HomeOption = None) -> None:
+    """Print the mesh-wide rules in force at this node (as the hub signed them)."""
+    rules = open_node(home).mesh_rules().model_dump(exclude_defaults=True)
+    if as_json:
+        print_json(rules)
+        return
+    out.print(
+        yaml.safe_dump(rules, sort_keys=True).strip() if rules else "no mesh rules", markup=False
+    )
+
+
+@rules_app.command("set")
+@handles_errors
+def rules_set(
+    file: Annotated[Path, typer.Argument(help="The rules (YAML): readers, floors.")],
+    home: HomeOption = None,
+) -> None:
+    """On the hub: replace the mesh-wide rules; every node applies them within a few pings."""
+    node = open_node(home)
+    if not file.is_file():
+        raise UsageError(f"no rules file {file}")
+    node.membership.set_rules(parse_rules(file.read_bytes(), str(file)))
+    out.print("mesh rules set; every node applies them from the hub's next announcement")

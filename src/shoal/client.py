@@ -1,7 +1,8 @@
 """The Python API: `shoal.connect(...)` gives a `Mesh` to query, inspect and publish.
 
-    mesh = shoal.connect("http://127.0.0.1:7400")   # a running node, over HTTP
-    mesh = shoal.connect(home=".shoal")             # a node home on this machine
+    mesh = shoal.connect(profile="eve.shoal-profile")   # as a person, at the profile's node
+    mesh = shoal.connect("https://hq-pc:7400", home=".shoal")  # as the node of that home
+    mesh = shoal.connect(home=".shoal")                 # a node home on this machine
 
 Both answer the same methods with the same results; a remote error is raised as the same
 `ShoalError` class the node raised.
@@ -15,8 +16,9 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from shoal.config import resolve_home
-from shoal.errors import ShoalError, UnavailableError, UsageError
+from shoal.config import open_home, resolve_home
+from shoal.credentials import Credentials, of_home, of_profile
+from shoal.errors import NotFoundError, ShoalError, UnavailableError, UsageError
 from shoal.mesh.users import read_profile
 from shoal.mesh.wire import error_from_dict
 from shoal.node import Node
@@ -83,14 +85,20 @@ class Mesh:
         *,
         url: str | None = None,
         timeout: float = 300.0,
-        token: str = "",
+        credentials: Credentials | None = None,
     ) -> None:
         if (node is None) == (url is None):
             raise UsageError("a Mesh talks to a local node or to a URL, not both")
         self._node = node
-        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._credentials = credentials or Credentials()
         self._http = (
-            httpx.Client(base_url=url, timeout=timeout, headers=headers)
+            httpx.Client(
+                base_url=url,
+                timeout=timeout,
+                headers=self._credentials.headers,
+                verify=self._credentials.verify,
+                auth=self._credentials.auth,
+            )
             if url is not None
             else None
         )
@@ -212,7 +220,9 @@ class Mesh:
     ) -> httpx.Response:
         assert self._http is not None
         try:
-            request = self._http.build_request(method, path, **kwargs)
+            request = self._http.build_request(
+                method, path, extensions=self._credentials.extensions(), **kwargs
+            )
             response = self._http.send(request, stream=stream)
         except httpx.TimeoutException as exc:
             raise UnavailableError(f"{self._http.base_url} did not answer in time") from exc
@@ -239,17 +249,33 @@ def connect(
     profile: str | Path | None = None,
     url: str | None = None,
 ) -> Mesh:
-    """Connect to a running node by URL, as a user with a profile, or open a node home.
+    """Connect to a running node as a user with a profile, to a node's URL as a node home on
+    this machine, or open a node home.
 
-    `connect("http://host:7400")` talks HTTP; `connect(profile="alice.shoal-profile")` talks
-    to the profile's endpoint (or `url`) with its token; `connect(home=".shoal")` (or a
-    path as the first argument, or nothing: `$SHOAL_HOME` or `./.shoal`) opens the home.
+    `connect(profile="alice.shoal-profile")` talks to the profile's endpoint (or `url`)
+    with its token; `connect("https://host:7400", home=".shoal")` talks to that node as the
+    node whose home it is (its key signs each call); `connect(home=".shoal")` (or a path as
+    the first argument, or nothing: `$SHOAL_HOME` or `./.shoal`) opens the home itself.
     """
+    if isinstance(target, str) and target.startswith(("http://", "https://")):
+        url = target
     if profile is not None:
         found = read_profile(Path(profile))
-        return Mesh(url=(url or found.endpoint).rstrip("/"), token=found.token)
-    if isinstance(target, str) and target.startswith(("http://", "https://")):
-        return Mesh(url=target.rstrip("/"))
+        at = (url or found.endpoint).rstrip("/")
+        return Mesh(url=at, credentials=of_profile(found, at))
+    if url is not None:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"invalid URL {url!r}: want https://HOST:PORT")
+        at = url.rstrip("/")
+        try:
+            node_home = open_home(resolve_home(home))
+        except NotFoundError as exc:
+            raise UsageError(
+                f"to talk to {at}, give a profile (`profile=`, `--profile FILE`) or the "
+                "home of a node of its mesh (`home=`, `--home DIR`)",
+                hint="`shoal user add NAME --role ROLE` on the hub writes a profile",
+            ) from exc
+        return Mesh(url=at, credentials=of_home(node_home, at))
     return Mesh(Node.open(resolve_home(home if home is not None else target)))
 
 

@@ -102,6 +102,18 @@ class Settings(BaseModel):
         ge=1,
         description="Largest data upload (MiB) the HTTP API accepts for a publish.",
     )
+    tls: bool = Field(
+        default=True,
+        description="Serve HTTP and Flight over TLS with the mesh's certificates (mutual "
+        "TLS between nodes); turn off only to measure its cost.",
+    )
+    tls_cert_hours: float = Field(
+        default=720.0,
+        gt=0,
+        le=24 * 398,
+        description="Hours a node certificate the hub signs is valid; each node renews its "
+        "own when a third of that is left.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shoal.client import connect
 from shoal.errors import ShoalError
 from shoal.localmesh import LocalMesh
+from shoal.mesh.tls import NodeTLS
+from shoal.mesh.users import Profile, Users, write_profile
 from shoal.meshdata import MESH_NODES, write_mesh_data
 from shoal.node import Node
 from shoal.tour import TOUR, check_answers, expected_answers
@@ -67,7 +68,7 @@ def run_demo(
                 out.print(f"  {line}", markup=False)
             out.print("all answers match" if matched else "[red]some answers differ[/red]")
         else:
-            _wait_for_ctrl_c(out, mesh)
+            _wait_for_ctrl_c(out, mesh, _admin_profile(mesh))
         return matched
     finally:
         codes = mesh.stop()
@@ -85,7 +86,7 @@ def _tour(out: Console, mesh: LocalMesh) -> dict[str, pa.Table]:
         out.print(f"[bold]{question.title}[/bold]  (asked at {at.name})")
         out.print(f"  {question.why}", markup=False)
         out.print(f"  {question.sql}", markup=False)
-        with connect(at.http) as client:
+        with at.mesh() as client:  # as the node asked, i.e. its owner
             plan = client.explain(question.sql)
             result = client.sql(question.sql).arrow()
         out.print(_indent(str(plan["text"])), markup=False)
@@ -100,13 +101,25 @@ def _tour(out: Console, mesh: LocalMesh) -> dict[str, pa.Table]:
     return answers
 
 
-def _wait_for_ctrl_c(out: Console, mesh: LocalMesh) -> None:
+def _admin_profile(mesh: LocalMesh) -> Path:
+    """A profile of an admin, `demo`, issued by the hub: what the tour's reader signs in
+    with from another terminal (every node takes only members of its mesh)."""
+    hub = next(iter(mesh.nodes.values()))
+    node = Node.open(hub.home)
+    token = Users(node.home, node.membership).add("demo", "admin", {}, "", 86400)
+    path = mesh.root / "demo-admin.shoal-profile"
+    ca = NodeTLS(hub.home).ca_pem().decode("ascii") if hub.http.startswith("https") else ""
+    write_profile(path, Profile(hub.http, token, "demo", ca, hub.name))
+    return path
+
+
+def _wait_for_ctrl_c(out: Console, mesh: LocalMesh, profile: Path) -> None:
     out.print("[bold]The mesh keeps running.[/bold] Try, in another terminal:")
     for name, node in mesh.nodes.items():
         out.print(f"  {name:10} {node.http}   (flight {node.flight})")
-    first = next(iter(mesh.nodes.values()))
-    out.print(f'  shoal sql --at {first.http} "SELECT _node, count(*) FROM orders GROUP BY 1"')
-    out.print(f"  shoal nodes --at {first.http}")
+    out.print(f"  export SHOAL_PROFILE={profile}   # an admin's profile, made by the hub")
+    out.print('  shoal sql "SELECT _node, count(*) FROM orders GROUP BY 1"')
+    out.print("  shoal nodes; shoal products --mesh")
     out.print("Press Ctrl-C to stop every node.")
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import httpx
+import pyarrow.flight as flight
 import yaml
 
+from shoal.client import Mesh, connect
+from shoal.config import open_home
+from shoal.credentials import of_home
 from shoal.errors import ShoalError
 from shoal.mesh.invites import Invites
+from shoal.mesh.tls import NodeTLS
 from shoal.node import Node
 
 __all__ = ["LocalMesh", "LocalNode", "wait_until"]
@@ -83,7 +88,8 @@ class LocalNode:
             if info and info.get("pid") == self.process.pid:
                 self.http, self.flight = str(info["http"]), str(info["flight"])
                 try:
-                    httpx.get(self.http + "/health", timeout=5).raise_for_status()
+                    with self.client() as client:
+                        client.get("/health", timeout=5).raise_for_status()
                     return self
                 except httpx.HTTPError:
                     pass
@@ -123,11 +129,44 @@ class LocalNode:
             self._log.close()
             self._log = None
 
+    def client(self, as_home: Path | None = None, *, sign: bool = True) -> httpx.Client:
+        """An HTTP client for this node's control plane that signs every call as the node
+        of `as_home` (default: this node itself, its owner; `sign=False`: no signature, the
+        TLS certificate only) and checks this node's TLS certificate."""
+        credentials = of_home(open_home(as_home or self.home), self.http)
+        return _NamedClient(
+            credentials.extensions(),
+            base_url=self.http,
+            verify=credentials.verify,
+            auth=credentials.auth if sign else None,
+            timeout=30,
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request to this node's control plane as the node itself; the whole answer."""
+        with self.client() as client:
+            response = client.request(method, path, **kwargs)
+            response.read()
+        return response
+
     def get(self, path: str, **params: Any) -> Any:
         """GET a JSON answer from this node's control plane."""
-        response = httpx.get(self.http + path, params=params, timeout=30)
+        with self.client() as client:
+            response = client.get(path, params=params)
         response.raise_for_status()
         return response.json()
+
+    def flight_client(self, as_home: Path | None = None) -> flight.FlightClient:
+        """A Flight client for this node's data plane, with the mutual TLS of the node of
+        `as_home` (default: this node itself)."""
+        options: dict[str, Any] = {}
+        if self.flight.startswith("grpc+tls://"):
+            options = NodeTLS(as_home or self.home).flight_client_options(self.name)
+        return flight.FlightClient(self.flight, **options)
+
+    def mesh(self) -> Mesh:
+        """`shoal.connect` to this node as the node itself."""
+        return connect(self.http, home=self.home)
 
     def catalog(self) -> set[str]:
         """The `owner.product` names in this node's catalog."""
@@ -197,6 +236,18 @@ class LocalMesh:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _NamedClient(httpx.Client):
+    """An httpx client that asks every request for the node's TLS server name."""
+
+    def __init__(self, extensions: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._extensions = extensions
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        request.extensions = {**request.extensions, **self._extensions}
+        return super().send(request, **kwargs)
 
 
 def _add_settings(home: Path, values: Mapping[str, Any] | None) -> None:

@@ -29,7 +29,7 @@ from shoal import audit
 from shoal.audit import AUDIT_PRODUCT, AUDIT_SCHEMA
 from shoal.config import Home, create_home, open_home
 from shoal.contracts import Contract, check_evolution, load_contract
-from shoal.crypto import generate_key, key_id_of, public_key_from_bytes
+from shoal.crypto import generate_key, public_key_from_bytes
 from shoal.durable import atomic_write
 from shoal.engine import LockedSession, quote_identifier
 from shoal.errors import (
@@ -37,7 +37,6 @@ from shoal.errors import (
     NotFoundError,
     RefusedError,
     ShoalError,
-    TokenError,
     TypeDriftError,
     UnavailableError,
     UsageError,
@@ -46,13 +45,15 @@ from shoal.events import record_event
 from shoal.log import ENTRY_VERSION, Checkpoint, HistoryError
 from shoal.mesh.catalog import Catalog, CatalogEntry, encode_schema
 from shoal.mesh.health import PeerHealth
+from shoal.mesh.joining import check_hub_url, join_mesh
 from shoal.mesh.membership import Member, Membership
-from shoal.mesh.peers import FragmentClient, ask_hub_to_join
+from shoal.mesh.peers import FragmentClient
 from shoal.mesh.placement import MAX_REPLICAS
 from shoal.mesh.replication import HolderView, ReplicationSource, Replicator, holders_of
-from shoal.mesh.tokens import peek_join_token
+from shoal.mesh.tokens import SeenRequests, peek_join_token
 from shoal.names import check_name, is_valid_name
 from shoal.policy import (
+    MeshRules,
     Principal,
     ProductPolicy,
     View,
@@ -99,6 +100,8 @@ class Node:
         # which answers many queries; a one-shot CLI query reads Parquet, whose row-group
         # statistics skip more than decoding whole columns would save.
         self.keep_columns = False
+        # Signed requests this node accepted (HTTP and Flight): each is accepted once.
+        self.seen_requests = SeenRequests()
         self._own_fingerprints: dict[str, tuple[str, int, int]] = {}
         self._views: dict[tuple[object, ...], View] = {}
         self.products.sweep_staging()
@@ -121,20 +124,10 @@ class Node:
         claims = peek_join_token(token)
         if root.exists() and any(root.iterdir()):
             raise ConflictError(f"{root} is not empty; join with a new --home folder")
-        if not hub_url.startswith(("http://", "https://")):
-            raise UsageError(f"invalid hub URL {hub_url!r}: want http://HOST:PORT")
+        check_hub_url(hub_url)
         node = cls.init(root, claims.name, claims.region)
         try:
-            answer = ask_hub_to_join(hub_url.rstrip("/"), token, node.home.key().public_bytes)
-            hub_key = base64.b64decode(answer["hub_key"])
-            if key_id_of(hub_key) != claims.hub_key_id:
-                raise TokenError("the hub's key does not match the token; is it the right hub?")
-            node.membership.adopt(
-                str(answer["hub"]),
-                hub_key,
-                list(answer["members"]),
-                str(answer.get("mask_secret", "")),
-            )
+            join_mesh(node.home, node.membership, hub_url, token, claims)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -491,6 +484,13 @@ class Node:
             raise UsageError(f"the policy names columns {product} does not have: {unknown}")
         for row_filter in policy.row_filters:
             self._check_row_filter(product, schema, check_filter(row_filter.where))
+        problems = self.mesh_rules().problems(policy, self.products.contract(product))
+        if problems:
+            raise RefusedError(
+                f"the policy for {product} asks for less than the mesh's rules allow: "
+                + "; ".join(problems),
+                hint="`shoal rules show` prints them; the hub sets them",
+            )
         save_policy(self._policy_path(product), policy)
         audit.record(
             self.home,
@@ -543,6 +543,10 @@ class Node:
             product, policy.model_copy(update={"grants": grants, "readers": readers})
         )
 
+    def mesh_rules(self) -> MeshRules:
+        """The hub's mesh-wide rules in force here (none outside a mesh)."""
+        return self.membership.rules() if self.membership.joined() else MeshRules()
+
     def view_of(self, owner: str, product: str, schema: pa.Schema, principal: Principal) -> View:
         """What `principal` may see of `owner.product` served here (own or a copy): the
         owner's policy over the owner's contract."""
@@ -558,7 +562,16 @@ class Node:
             contract_stamp = (0, 0, 0)
         # Parsing the policy and the contract costs more than a small fragment: the view
         # is kept while neither file, the schema nor the caller changes.
-        key = (owner, product, policy_text, contract_stamp, schema, principal.access_key())
+        rules = self.mesh_rules()
+        key = (
+            owner,
+            product,
+            policy_text,
+            rules.digest(),
+            contract_stamp,
+            schema,
+            principal.access_key(),
+        )
         cached = self._views.get(key)
         if cached is not None:
             return cached
@@ -569,7 +582,7 @@ class Node:
             policy = parse_policy(policy_text.encode("utf-8"), f"of {owner}.{product}")
             contract = load_contract(self.replicas.contract_text(owner, product))
         secret = self.membership.mask_secret() if self.membership.joined() else self.name
-        view = decide(policy, contract, schema, principal, owner, secret)
+        view = decide(policy, contract, schema, principal, owner, secret, rules)
         if len(self._views) >= 1024:
             self._views.clear()
         self._views[key] = view
@@ -769,7 +782,10 @@ class Node:
         own = {name: self._own_entry(name) for name in self.products.names()}
         entries = [own[name] for name in sorted(own)]
         if self.membership.joined():
-            entries += [e for e in self.catalog.entries() if e.owner != self.name]
+            revoked = self.membership.revoked_nodes()
+            entries += [
+                e for e in self.catalog.entries() if e.owner != self.name and e.owner not in revoked
+            ]
         return sorted(entries, key=lambda e: (e.product, e.owner))
 
     def find_products(self, name: str) -> list[CatalogEntry]:
@@ -825,6 +841,8 @@ class Node:
                         member, AUDIT_PRODUCT, AUDIT_SCHEMA, (member,)
                     )
             for entry in catalog:
+                if entry.owner not in members:
+                    continue  # a revoked node: its products are out of the mesh with it
                 if (entry.owner, entry.product) not in tables:
                     holders, fallbacks = self._routes(entry, members)
                     tables[entry.owner, entry.product] = TableRef(
@@ -945,13 +963,16 @@ class Node:
         return read
 
     def _plan_state(self) -> tuple[object, ...]:
-        """What decides a statement's plan here: the catalog file and the own products'
-        latest versions (cheap to read: a stat and a folder listing per product)."""
-        try:
-            found = (self.home.root / "mesh" / "catalog.json").stat()
-            catalog: tuple[int, ...] = (found.st_ino, found.st_size, found.st_mtime_ns)
-        except FileNotFoundError:
-            catalog = ()
+        """What decides a statement's plan here: the catalog and member files (a revoked
+        node leaves through the latter) and the own products' latest versions (cheap to
+        read: a stat each and a folder listing per product)."""
+        catalog: tuple[int, ...] = ()
+        for state in ("catalog.json", "mesh.json"):
+            try:
+                found = (self.home.root / "mesh" / state).stat()
+                catalog += (found.st_ino, found.st_size, found.st_mtime_ns)
+            except FileNotFoundError:
+                catalog += (0,)
         own = tuple(
             (name, self.products.latest_delta_version(name)) for name in self.products.names()
         )
@@ -1052,7 +1073,8 @@ class Node:
         """Who a cached fragment result was computed for, and under which policy: another
         caller, or the same one after a policy change, never gets it."""
         who = principal.access_key() if principal is not None else f"local:{self.name}"
-        return f"{who}|{self._policy_text(fragment.owner, fragment.product)}"
+        policy = self._policy_text(fragment.owner, fragment.product)
+        return f"{who}|{self.mesh_rules().digest()}|{policy}"
 
     def _policy_text(self, owner: str, product: str) -> str:
         if product == AUDIT_PRODUCT:
@@ -1096,14 +1118,14 @@ class Node:
             for name in wanted:
                 if name != AUDIT_PRODUCT and not self.products.exists(name):
                     raise NotFoundError(f"node '{self.name}' has no product '{name}'")
-            self._audit_read(principal, owner, list(wanted), sql)
-            return self.sql(
+            reader = self.sql(
                 sql,
                 only=list(wanted),
                 versions=versions or None,
                 inputs=inputs,
                 principal=principal,
             )
+            return self._audited(reader, principal, owner, list(wanted), sql)
         for name in wanted:
             if not self.replicas.holds(owner, name):
                 raise NotFoundError(f"node '{self.name}' holds no copy of {owner}.{name}")
@@ -1113,24 +1135,46 @@ class Node:
                     "again once it has what it missed"
                 )
         who = principal if principal is not None else Principal.local(self.name)
-        self._audit_read(who, owner, list(wanted), sql)
-        return self._run_sql(sql, owner, list(wanted), versions, inputs, who)
+        reader = self._run_sql(sql, owner, list(wanted), versions, inputs, who)
+        return self._audited(reader, who, owner, list(wanted), sql)
 
-    def _audit_read(
-        self, principal: Principal | None, owner: str, products: list[str], sql: str
-    ) -> None:
-        """Record a fragment served here: who, which products, and the fragment's hash."""
+    def _audited(
+        self,
+        reader: pa.RecordBatchReader,
+        principal: Principal | None,
+        owner: str,
+        products: list[str],
+        sql: str,
+    ) -> pa.RecordBatchReader:
+        """`reader`, recording the read in the audit log once it was sent: who, which
+        products, the columns and rows returned, and the fragment's hash (`complete`
+        false when the caller stopped reading early)."""
         if products == [AUDIT_PRODUCT]:
-            return  # reading the audit log is not itself a read worth a line each time
+            return reader  # reading the audit log is not itself a read worth a line each time
         who = principal.name if principal is not None else f"local:{self.name}"
-        audit.record(
-            self.home,
-            "read",
-            who,
-            product=f"{owner}.{products[0]}",
-            also=products[1:] or None,
-            fragment=hashlib.sha256(sql.encode()).hexdigest()[:16],
-        )
+        fragment = hashlib.sha256(sql.encode()).hexdigest()[:16]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            rows, complete = 0, False
+            try:
+                for batch in reader:
+                    rows += batch.num_rows
+                    yield batch
+                complete = True
+            finally:
+                audit.record(
+                    self.home,
+                    "read",
+                    who,
+                    product=f"{owner}.{products[0]}",
+                    also=products[1:] or None,
+                    columns=reader.schema.names,
+                    rows=rows,
+                    complete=None if complete else False,
+                    fragment=fragment,
+                )
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
     def _check_audit_reader(self, principal: Principal | None) -> None:
         """Only this node's owner, admins and auditors read its audit log."""

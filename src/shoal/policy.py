@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import yaml
@@ -43,12 +43,14 @@ from shoal.names import is_valid_name
 __all__ = [
     "BUILT_IN_ROLES",
     "ColumnRule",
+    "MeshRules",
     "Principal",
     "ProductPolicy",
     "View",
     "bind_attributes",
     "decide",
     "load_policy",
+    "parse_rules",
     "save_policy",
 ]
 
@@ -137,6 +139,65 @@ class ProductPolicy(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
+class MeshRules(BaseModel):
+    """What the hub sets for the whole mesh, and no product's policy can open up.
+
+    `readers`: the roles that may read any product at all (None: every role). `floors`: the
+    least protection a column of a classification (or marked `pii`) gets for anyone but the
+    owner's people and admins: `mask` (hashed, unless the product's policy asks for more)
+    or `deny`. The hub signs them into its announcement; every serving node applies them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    readers: list[str] | None = Field(default=None, max_length=100)
+    floors: dict[Literal["restricted", "confidential", "pii"], Literal["mask", "deny"]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("readers")
+    @classmethod
+    def _roles(cls, value: list[str] | None) -> list[str] | None:
+        for role in value or []:
+            if not re.match(_ROLE, role):
+                raise ValueError(f"invalid role name {role!r}")
+        return value
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def floor_of(self, column: Any) -> str | None:
+        """The strongest floor that applies to a contract column (None: no floor)."""
+        floors: dict[str, str] = {str(k): str(v) for k, v in self.floors.items()}
+        found = [floors.get(getattr(column, "classification", None) or "internal")]
+        if getattr(column, "pii", False):
+            found.append(floors.get("pii"))
+        ranked = [f for f in found if f is not None]
+        return max(ranked, key=_STRENGTH.__getitem__) if ranked else None
+
+    def problems(self, policy: ProductPolicy, contract: Contract) -> list[str]:
+        """Where `policy` asks for less than these rules allow (checked when it is set)."""
+        described = {c.name.lower(): c for c in contract.columns}
+        found = []
+        for name, rule in sorted(policy.columns.items()):
+            floor = self.floor_of(described.get(name.lower()))
+            if floor is not None and _STRENGTH[rule.action] < _STRENGTH[floor]:
+                found.append(f"column {name!r}: the mesh's rules ask at least {floor!r}")
+        if self.readers is not None:
+            for role in sorted({*(policy.readers or []), *policy.grants}):
+                if role not in self.readers and role not in ("admin", "owner"):
+                    found.append(f"role {role!r}: the mesh's rules let it read no product")
+        return found
+
+
+_STRENGTH = {"allow": 0, "mask": 1, "deny": 2}
+
+
+def parse_rules(raw: bytes, where: str) -> MeshRules:
+    """Mesh rules from YAML or JSON text, with clear errors."""
+    return _parse_yaml(MeshRules, raw, f"rules {where}")
+
+
 def load_policy(path: Path) -> ProductPolicy:
     """The policy in `path` (an empty policy when there is none), with clear errors."""
     try:
@@ -147,17 +208,26 @@ def load_policy(path: Path) -> ProductPolicy:
 
 
 def parse_policy(raw: bytes, where: str) -> ProductPolicy:
+    return _parse_yaml(ProductPolicy, raw, f"policy {where}")
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parse_yaml(model: type[_Model], raw: bytes, what: str) -> _Model:
+    """`model` from YAML (or JSON) text of at most MAX_POLICY_BYTES; UsageError naming
+    `what` and the first wrong field otherwise."""
     if len(raw) > MAX_POLICY_BYTES:
-        raise UsageError(f"policy {where} is larger than {MAX_POLICY_BYTES // 1024} KiB")
+        raise UsageError(f"{what} is larger than {MAX_POLICY_BYTES // 1024} KiB")
     try:
         data = yaml.safe_load(raw.decode("utf-8")) or {}
-        return ProductPolicy.model_validate(data)
+        return model.model_validate(data)
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UsageError(f"policy {where} is not YAML: {exc}") from exc
+        raise UsageError(f"{what} is not YAML: {exc}") from exc
     except ValidationError as exc:
         error = exc.errors()[0]
         place = ".".join(str(p) for p in error["loc"])
-        raise UsageError(f"policy {where}: {place}: {error['msg']}") from exc
+        raise UsageError(f"{what}: {place}: {error['msg']}") from exc
 
 
 def save_policy(path: Path, policy: ProductPolicy) -> None:
@@ -209,10 +279,18 @@ def decide(
     principal: Principal,
     owner: str,
     mask_secret: str,
+    rules: MeshRules | None = None,
 ) -> View:
-    """The view `principal` gets of a product of node `owner`; RefusedError if none."""
+    """The view `principal` gets of a product of node `owner` under the product's policy
+    within the mesh's rules; RefusedError if none."""
     if principal.sees_everything_of(owner):
         return View(tuple((f.name, quote_identifier(f.name)) for f in schema), whole=True)
+    rules = rules or MeshRules()
+    if rules.readers is not None and principal.role not in rules.readers:
+        raise RefusedError(
+            f"the mesh's rules let role '{principal.role}' read no product",
+            hint="the hub sets them: `shoal rules show`",
+        )
     if policy.readers is not None and principal.role not in policy.readers:
         raise RefusedError(
             f"role '{principal.role}' may not read this product",
@@ -228,6 +306,9 @@ def decide(
         rule = policy.columns.get(name)
         if rule is None:
             rule = _default_rule(column, name, granted)
+        floor = rules.floor_of(column)
+        if floor is not None and _STRENGTH[rule.action] < _STRENGTH[floor]:
+            rule = ColumnRule(action="deny") if floor == "deny" else ColumnRule(action="mask")
         if rule.action == "deny":
             # Kept as a typed NULL, not dropped: every node and the planner see one schema,
             # so `*` and plans made from the catalog hold whoever asks.

@@ -78,7 +78,7 @@ def current_holders(node: LocalNode, product: str, version: int) -> set[str]:
 
 def query(node: LocalNode, sql: str) -> pa.Table:
     """Run SQL at `node` over HTTP; the Arrow answer with its metadata."""
-    response = httpx.post(node.http + "/api/v1/query", json={"sql": sql}, timeout=60)
+    response = node.call("POST", "/api/v1/query", json={"sql": sql}, timeout=60)
     if response.status_code >= 400:
         raise AssertionError(f"query at {node.name} failed: {response.text}")
     return pa.ipc.open_stream(pa.py_buffer(response.content)).read_all()

@@ -245,8 +245,8 @@ def test_a_cut_member_is_reported_down_and_then_up_again(tmp_path):
     with _lab("hub", "shop") as lab:
         nodes = build_mesh(lab, tmp_path, ["hub", "shop"], settings={"ping_interval": 0.2})
         hub, shop = nodes["hub"], nodes["shop"]
-        assert hub.http.startswith(f"http://{lab.ip('hub')}:")
-        assert shop.http.startswith(f"http://{lab.ip('shop')}:")
+        assert hub.http.startswith(f"https://{lab.ip('hub')}:")
+        assert shop.http.startswith(f"https://{lab.ip('shop')}:")
 
         def shop_state() -> str:
             members = {m["name"]: m["state"] for m in hub.get("/api/v1/nodes")}

@@ -33,7 +33,7 @@ def _held(lab: NetLab, node, product: str) -> dict[str, int]:
     """node -> product version, for every holder `node` sees."""
     with lab.observer():
         try:
-            response = httpx.get(node.http + f"/api/v1/products/{product}", timeout=10)
+            response = node.call("GET", f"/api/v1/products/{product}", timeout=10)
         except httpx.HTTPError:
             return {}
     if response.status_code == 404:
@@ -44,7 +44,7 @@ def _held(lab: NetLab, node, product: str) -> dict[str, int]:
 
 def _query(lab: NetLab, node, sql: str) -> pa.Table:
     with lab.observer():
-        response = httpx.post(node.http + "/api/v1/query", json={"sql": sql}, timeout=60)
+        response = node.call("POST", "/api/v1/query", json={"sql": sql}, timeout=60)
     assert response.status_code == 200, response.text
     return pa.ipc.open_stream(pa.py_buffer(response.content)).read_all()
 

@@ -10,10 +10,8 @@ import shutil
 import signal
 import threading
 
-import httpx
 import pytest
 
-from shoal.mesh.peers import signed_headers
 from shoal.node import Node
 from tests.mesh.processes import shoal
 
@@ -68,7 +66,7 @@ def test_copies_are_placed_only_in_allowed_regions(mesh):
             nodes["a"].home / "products" / "sales" / "log" / "checkpoint"
         ).read_text()
     # The same placement from the CLI, as a user reads it.
-    text = shoal("describe", "a.sales", "--at", nodes["d"].http).stdout
+    text = shoal("describe", "a.sales", "--at", nodes["d"].http, home=nodes["d"].home).stdout
     assert "residency eu-de; 2 replica(s) wanted, on b, c" in text
     assert "replica b: version 1 (current), up" in text
 
@@ -133,7 +131,7 @@ def test_only_an_older_copy_left_answers_marked_stale(mesh):
     info = read_info(table)["a.sales"]
     assert info == {"version": 1, "newest": 2, "node": "c", "stale": True}
     assert tuple(table.to_pylist()[0].values()) == _expected(5000)
-    result = shoal("sql", SUM, "--at", nodes["d"].http)
+    result = shoal("sql", SUM, "--at", nodes["d"].http, home=nodes["d"].home)
     assert "warning: stale answer: read a.sales version 1 from node 'c'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -148,7 +146,7 @@ def test_no_holder_up_names_the_product_holders_and_states(mesh):
         timeout=30,
         what="every holder down",
     )
-    response = httpx.post(nodes["d"].http + "/api/v1/query", json={"sql": SUM}, timeout=30)
+    response = nodes["d"].call("POST", "/api/v1/query", json={"sql": SUM}, timeout=30)
     assert response.status_code == 503
     message = response.json()["message"]
     assert "no holder of a.sales could answer" in message
@@ -168,7 +166,7 @@ def test_flipped_byte_in_a_copy_is_never_served_and_is_repaired(mesh):
         handle.write(bytes([good[len(good) // 2] ^ 0xFF]))
     nodes["a"].kill()
     nodes["c"].kill()  # only b is left to serve: its check must catch the bad file
-    response = httpx.post(nodes["d"].http + "/api/v1/query", json={"sql": SUM}, timeout=30)
+    response = nodes["d"].call("POST", "/api/v1/query", json={"sql": SUM}, timeout=30)
     assert response.status_code == 503, response.text
     assert "failed its hash check" in response.text
     quarantined = events(nodes["b"].home, "file-quarantined")
@@ -213,14 +211,13 @@ def test_node_in_a_disallowed_region_refuses_and_is_refused(mesh):
     # A signed request made by d's own key straight to the owner: refused there too.
     d_home = Node.open(nodes["d"].home).home
     path = "/api/v1/replication/a/sales/log"
-    response = httpx.get(
-        nodes["a"].http + path, headers=signed_headers(d_home, "a", "GET", path), timeout=10
-    )
+    with nodes["a"].client(as_home=d_home.root) as as_d:
+        response = as_d.get(path, timeout=10)
     assert response.status_code == 403
     refusal = events(nodes["a"].home, "copy-refused")[0]
     assert refusal["peer"] == "d" and refusal["side"] == "source"
     assert not (nodes["d"].home / "replicas").exists()
-    plan = httpx.post(nodes["d"].http + "/api/v1/explain", json={"sql": SUM}).json()
+    plan = nodes["d"].call("POST", "/api/v1/explain", json={"sql": SUM}).json()
     assert "d" not in plan["plan"]["fragments"][0]["holders"]
 
 
@@ -230,21 +227,15 @@ def test_file_endpoint_refuses_paths_the_log_does_not_name(mesh):
     b_home = Node.open(nodes["b"].home).home
     path = "/api/v1/replication/a/sales/file"
     for hostile in ("../../keys/node.key", "/etc/passwd", "_delta_log/../../log/entries.jsonl"):
-        response = httpx.get(
-            nodes["a"].http + path,
-            params={"path": hostile},
-            headers=signed_headers(b_home, "a", "GET", path),
-            timeout=10,
-        )
+        with nodes["a"].client(as_home=b_home.root) as as_b:
+            response = as_b.get(path, params={"path": hostile}, timeout=10)
         assert response.status_code == 404, hostile
         assert "has no file" in response.json()["message"]
-    unsigned = httpx.get(nodes["a"].http + path, params={"path": "x"}, timeout=10)
+    with nodes["a"].client(as_home=b_home.root, sign=False) as unsigned_b:
+        unsigned = unsigned_b.get(path, params={"path": "x"}, timeout=10)
     assert unsigned.status_code == 403
-    bad_name = httpx.get(
-        nodes["a"].http + "/api/v1/replication/a/..%2Fkeys/log",
-        headers=signed_headers(b_home, "a", "GET", "/api/v1/replication/a/../keys/log"),
-        timeout=10,
-    )
+    with nodes["a"].client(as_home=b_home.root) as as_b:
+        bad_name = as_b.get("/api/v1/replication/a/..%2Fkeys/log", timeout=10)
     assert bad_name.status_code in (400, 403, 404)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from shoal.localmesh import LocalMesh
 from shoal.node import Node
+from tests.mesh.processes import shoal
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(300)]
 
@@ -44,9 +45,10 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
         mesh.wait_for_catalog({"berlin.orders"})
         monkeypatch.chdir(tmp_path)
         pq.write_table(pa.table({"sku": ["a"], "price": [1.0]}), tmp_path / "prices.parquet")
-        code = block.replace("http://127.0.0.1:7400", mesh.nodes["hq"].http)
+        shoal("user", "add", "ana", "--role", "admin", home=mesh.nodes["hq"].home)
+        assert (tmp_path / "ana.shoal-profile").exists()
         namespace: dict = {}
-        exec(compile(code, "README.md", "exec"), namespace)
+        exec(compile(block, "README.md", "exec"), namespace)
         assert namespace["result"].rows() == [("berlin", 2)]
         namespace["mesh"].close()
         mesh.wait_for_catalog({"hq.prices"})

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import signal
 
-import httpx
 import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
-import shoal
+from shoal.config import open_home
+from shoal.mesh.peers import FRAGMENT_PATH, signed_headers
 
 from .processes import ServedNode, build_mesh, stop_all, wait_until
 from .processes import shoal as run_shoal
@@ -93,26 +93,40 @@ def test_federated_sql_from_any_node(mesh):
     sql = "SELECT _node, count(*) AS n FROM orders WHERE amount > 3 GROUP BY _node ORDER BY _node"
     answers = []
     for node in nodes.values():
-        with shoal.connect(node.http) as client:
+        with node.mesh() as client:
             answers.append(client.sql(sql).rows())
     assert answers[0] == answers[1] == answers[2]
     assert [row[0] for row in answers[0]] == ["berlin", "munich"]
     # JSON for small results, and the CLI with --at
-    response = httpx.post(nodes["munich"].http + "/api/v1/query?format=json", json={"sql": sql})
+    response = nodes["munich"].call("POST", "/api/v1/query?format=json", json={"sql": sql})
     assert response.status_code == 200
     assert response.json()["columns"] == ["_node", "n"]
-    out = run_shoal("sql", sql, "--at", nodes["hq"].http, "--format", "json").stdout
+    out = run_shoal(
+        "sql", sql, "--at", nodes["hq"].http, "--home", str(nodes["hq"].home), "--format", "json"
+    ).stdout
     assert [row["_node"] for row in json.loads(out)] == ["berlin", "munich"]
 
 
 def test_flight_doget_with_sql_ticket(mesh):
+    """Flight takes SQL tickets from members over mutual TLS, signed like any call."""
     nodes, _ = mesh
     wait_until(lambda: "hq.catalogue" in _catalog_keys(nodes["berlin"]))
-    client = flight.FlightClient(nodes["berlin"].flight)
-    table = client.do_get(flight.Ticket(b"SELECT name FROM hq.catalogue ORDER BY sku")).read_all()
+    hq_home = open_home(nodes["hq"].home)
+    client = nodes["berlin"].flight_client(as_home=nodes["hq"].home)
+
+    def signed(ticket: bytes) -> flight.FlightCallOptions:
+        headers = signed_headers(hq_home, "berlin", "DOGET", FRAGMENT_PATH, ticket)
+        pairs = [(k.encode(), v.encode()) for k, v in headers.items()]
+        return flight.FlightCallOptions(headers=pairs)
+
+    sql = b"SELECT name FROM hq.catalogue ORDER BY sku"
+    table = client.do_get(flight.Ticket(sql), signed(sql)).read_all()
     assert table.column("name").to_pylist() == ["Äpfel", "Brot"]
+    with pytest.raises(flight.FlightError, match="signed request"):
+        client.do_get(flight.Ticket(sql)).read_all()  # no signature, no token
+    copy = b"COPY (SELECT 1) TO 'x.csv'"
     with pytest.raises(flight.FlightError, match=r"not allowed|only one"):
-        client.do_get(flight.Ticket(b"COPY (SELECT 1) TO 'x.csv'")).read_all()
+        client.do_get(flight.Ticket(copy), signed(copy)).read_all()
     # A fragment without its coordinator's signature is refused.
     forged = json.dumps(
         {"fragment": {"owner": "berlin", "product": "orders", "sql": "SELECT 1"}}
@@ -120,13 +134,23 @@ def test_flight_doget_with_sql_ticket(mesh):
     with pytest.raises(flight.FlightError, match="signed"):
         client.do_get(flight.Ticket(forged)).read_all()
     client.close()
+    # Without a mesh certificate, the data plane does not even answer.
+    stranger = flight.FlightClient(nodes["berlin"].flight, disable_server_verification=True)
+    with pytest.raises(flight.FlightError):
+        stranger.do_get(flight.Ticket(sql), signed(sql)).read_all()
+    stranger.close()
 
 
 def test_explain_names_fragments_per_node(mesh):
     nodes, _ = mesh
     wait_until(lambda: {"berlin.orders", "munich.orders"} <= _catalog_keys(nodes["hq"]))
     out = run_shoal(
-        "explain", "SELECT order_id FROM orders WHERE amount > 5", "--at", nodes["hq"].http
+        "explain",
+        "SELECT order_id FROM orders WHERE amount > 5",
+        "--at",
+        nodes["hq"].http,
+        "--home",
+        str(nodes["hq"].home),
     ).stdout
     assert "berlin" in out and "munich" in out and "amount" in out
 
@@ -137,7 +161,16 @@ def test_explain_analyze_shows_what_moved_and_where_the_time_went(mesh):
     sql = "SELECT city, count(*) AS n, sum(amount) AS s FROM orders GROUP BY city"
 
     def analyze() -> dict:
-        out = run_shoal("explain", sql, "--analyze", "--json", "--at", nodes["hq"].http).stdout
+        out = run_shoal(
+            "explain",
+            sql,
+            "--analyze",
+            "--json",
+            "--at",
+            nodes["hq"].http,
+            "--home",
+            str(nodes["hq"].home),
+        ).stdout
         return json.loads(out)
 
     first = analyze()
@@ -163,10 +196,12 @@ def test_explain_analyze_shows_what_moved_and_where_the_time_went(mesh):
     again = analyze()["analysis"]
     assert {run["cache"] for run in again["fragments"]} == {"hit"}
     assert again["rows_moved"] == 2
-    text = run_shoal("explain", sql, "--analyze", "--at", nodes["hq"].http).stdout
+    text = run_shoal(
+        "explain", sql, "--analyze", "--at", nodes["hq"].http, "--home", str(nodes["hq"].home)
+    ).stdout
     assert "analysis:" in text and "cache hit" in text and "planning" in text
     # The same figures, as Prometheus metrics of the coordinator.
-    metrics = httpx.get(nodes["hq"].http + "/metrics").text
+    metrics = nodes["hq"].call("GET", "/metrics").text
     assert 'shoal_fragment_cache_total{result="hit"}' in metrics
     assert 'shoal_query_stage_seconds_count{stage="planning"}' in metrics
     moved = [
@@ -187,14 +222,24 @@ def test_a_join_of_one_nodes_products_runs_at_that_node(mesh):
         "SELECT c.name, p.price FROM hq.catalogue c JOIN hq.prices p USING (sku) "
         "ORDER BY p.price DESC"
     )
-    plan = json.loads(run_shoal("explain", sql, "--json", "--at", nodes["berlin"].http).stdout)
+    plan = json.loads(
+        run_shoal(
+            "explain",
+            sql,
+            "--json",
+            "--at",
+            nodes["berlin"].http,
+            "--home",
+            str(nodes["berlin"].home),
+        ).stdout
+    )
     [fragment] = plan["fragments"]
     assert fragment["node"] == "hq" and fragment["pushed"].startswith("the whole statement")
     assert {fragment["product"], *(a["product"] for a in fragment["also"])} == {
         "catalogue",
         "prices",
     }
-    with shoal.connect(nodes["berlin"].http) as client:
+    with nodes["berlin"].mesh() as client:
         assert client.sql(sql).rows() == [("Brot", 4.0), ("Äpfel", 2.5)]
 
 
@@ -210,13 +255,22 @@ def test_a_broadcast_join_over_flight(mesh):
         "SELECT c.region, count(*) AS n, sum(o.amount) AS s FROM orders o "
         "JOIN hq.cities c USING (city) GROUP BY c.region ORDER BY c.region"
     )
-    out = run_shoal("explain", sql, "--analyze", "--json", "--at", nodes["munich"].http).stdout
+    out = run_shoal(
+        "explain",
+        sql,
+        "--analyze",
+        "--json",
+        "--at",
+        nodes["munich"].http,
+        "--home",
+        str(nodes["munich"].home),
+    ).stdout
     plan = json.loads(out)
     assert {f["node"] for f in plan["fragments"]} == {"berlin", "munich"}
     for fragment in plan["fragments"]:
         assert fragment["aggregate"] and [i["product"] for i in fragment["inputs"]] == ["cities"]
     assert plan["analysis"]["rows_moved"] <= 2  # one group per store
-    with shoal.connect(nodes["munich"].http) as client:
+    with nodes["munich"].mesh() as client:
         rows = client.sql(sql).rows()
         # Another test may have published berlin's orders again: ask each store directly.
         per_store = [
@@ -241,14 +295,15 @@ def test_a_node_going_down(mesh, tmp_path):
         # The catalog keeps working without the node ...
         assert "munich.orders" in _catalog_keys(nodes["berlin"])
         # ... queries that need it fail naming the node and product ...
-        response = httpx.post(
-            nodes["hq"].http + "/api/v1/query", json={"sql": "SELECT count(*) FROM munich.orders"}
+        response = nodes["hq"].call(
+            "POST", "/api/v1/query", json={"sql": "SELECT count(*) FROM munich.orders"}
         )
         assert response.status_code == 503
         assert "munich" in response.json()["message"]
         # ... and those that do not still answer.
-        response = httpx.post(
-            nodes["hq"].http + "/api/v1/query?format=json",
+        response = nodes["hq"].call(
+            "POST",
+            "/api/v1/query?format=json",
             json={"sql": "SELECT count(*) AS n FROM berlin.orders"},
         )
         assert response.status_code == 200
@@ -269,7 +324,7 @@ def test_hub_down_mesh_keeps_answering(mesh):
     hub = nodes["hq"]
     hub.stop()
     try:
-        with shoal.connect(nodes["berlin"].http) as client:
+        with nodes["berlin"].mesh() as client:
             result = client.sql("SELECT count(*) AS n FROM munich.orders")
         assert result.rows()[0][0] >= 50
         assert "hq.catalogue" in _catalog_keys(nodes["munich"])
@@ -337,8 +392,9 @@ def test_a_node_that_hangs_fails_the_query_after_the_timeout(tmp_path):
         berlin = local.nodes["berlin"]
         berlin.process.send_signal(signal.SIGSTOP)
         try:
-            response = httpx.post(
-                hq.http + "/api/v1/query",
+            response = hq.call(
+                "POST",
+                "/api/v1/query",
                 json={"sql": "SELECT count(*) FROM berlin.orders"},
                 timeout=30,
             )
@@ -363,19 +419,18 @@ def test_a_repeated_query_moves_no_data(tmp_path):
         local.wait_for_catalog({"berlin.orders"})
         hq, berlin = local.nodes["hq"], local.nodes["berlin"]
         sql = {"sql": "SELECT sum(amount) AS s FROM berlin.orders"}
-        first = httpx.post(hq.http + "/api/v1/query?format=json", json=sql, timeout=30)
+        first = hq.call("POST", "/api/v1/query?format=json", json=sql, timeout=30)
         assert first.json()["rows"] == [[6.0]]
         berlin.process.send_signal(signal.SIGSTOP)
         try:
-            again = httpx.post(hq.http + "/api/v1/query?format=json", json=sql, timeout=10)
+            again = hq.call("POST", "/api/v1/query?format=json", json=sql, timeout=10)
         finally:
             berlin.process.send_signal(signal.SIGCONT)
         assert again.status_code == 200 and again.json()["rows"] == [[6.0]]
         Node.open(local.root / "berlin").publish("orders", str(orders))
         wait_until(
             lambda: (
-                httpx.post(hq.http + "/api/v1/query?format=json", json=sql).json()["rows"]
-                == [[12.0]]
+                hq.call("POST", "/api/v1/query?format=json", json=sql).json()["rows"] == [[12.0]]
             ),
             timeout=10,
             what="the new version at hq",

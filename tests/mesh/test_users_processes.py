@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import stat
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +15,8 @@ import yaml
 from shoal.config import open_home
 from shoal.crypto import generate_key
 from shoal.errors import TokenError
+from shoal.mesh.authority import Authority
+from shoal.mesh.tls import NodeTLS, user_context
 from shoal.mesh.tokens import issue_user_token, read_user_token
 
 from .processes import build_mesh, stop_all, wait_until
@@ -91,15 +94,22 @@ def test_each_caller_gets_their_view_from_the_serving_node(mesh):
     assert all(r["email"] not in EMAILS and len(r["email"]) == 64 for r in eve)
     ada = json.loads(_sql(root, "--profile", str(root / "ada.profile")).stdout)
     assert [r["email"] for r in ada] == EMAILS  # admins see everything
-    anonymous = json.loads(_sql(root, "--at", nodes["hq"].http).stdout)
-    assert [r["id"] for r in anonymous] == [1, 2, 3]
-    assert not {r["email"] for r in anonymous} & set(EMAILS)  # pii masked for members
+    hq_home = str(nodes["hq"].home)
+    member = json.loads(_sql(root, "--at", nodes["hq"].http, "--home", hq_home).stdout)
+    assert [r["id"] for r in member] == [1, 2, 3]
+    assert not {r["email"] for r in member} & set(EMAILS)  # pii masked for other nodes
+    # Nobody at all: refused at the door, over TLS checked against the mesh CA.
+    ca = NodeTLS(nodes["hq"].home).ca_pem()
+    with httpx.Client(verify=user_context(ca, None)) as stranger:
+        refused = stranger.post(nodes["hq"].http + "/api/v1/query", json={"sql": SQL})
+    assert refused.status_code == 403 and refused.json()["error"] == "TokenError"
+    assert "members of its mesh" in refused.json()["message"]
     hq_cli = json.loads(_sql(root, "--home", str(nodes["hq"].home)).stdout)
     assert not {r["email"] for r in hq_cli} & set(EMAILS)  # another node's people: masked
     owner = json.loads(_sql(root, "--home", str(nodes["berlin"].home)).stdout)
     assert [r["email"] for r in owner] == EMAILS  # the owner's own home sees its data
     # The same hashes everywhere, so masked keys still join across nodes.
-    assert [r["email"] for r in eve] == [r["email"] for r in anonymous][:2]
+    assert [r["email"] for r in eve] == [r["email"] for r in member][:2]
 
 
 def test_forged_and_expired_tokens_are_refused(mesh, tmp_path):
@@ -109,12 +119,21 @@ def test_forged_and_expired_tokens_are_refused(mesh, tmp_path):
     expired, _ = issue_user_token(hub.key(), "hq", "old", "admin", ttl_seconds=-3600)
     for token, message in ((forged, "not signed by the expected key"), (expired, "expired")):
         profile = tmp_path / f"{message[:3]}.profile"
-        profile.write_text(f'{{"endpoint": "{nodes["hq"].http}", "token": "{token}"}}')
+        ca = NodeTLS(nodes["hq"].home).ca_pem().decode()
+        profile.write_text(json.dumps({"endpoint": nodes["hq"].http, "token": token, "ca": ca}))
         result = _sql(root, "--profile", str(profile), check=False)
         assert result.returncode == 6, result.stderr
         assert message in result.stderr
     with pytest.raises(TokenError):
         read_user_token("not.a.token", hub.key().public)
+    # A profile whose CA is not the mesh's: the endpoint's certificate does not verify.
+    other = tmp_path / "other-ca.profile"
+    foreign = NodeTLS(tmp_path / "elsewhere")
+    Authority.create(foreign.folder, "elsewhere")
+    good = json.loads((root / "eve.profile").read_text())
+    other.write_text(json.dumps(good | {"ca": foreign.ca_path.read_text()}))
+    result = _sql(root, "--profile", str(other), check=False)
+    assert result.returncode == 8 and "CERTIFICATE_VERIFY_FAILED" in result.stderr
 
 
 def test_revoking_a_user_stops_their_token_everywhere(mesh):

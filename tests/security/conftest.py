@@ -91,7 +91,7 @@ class Served:
             timeout=30,
             headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()],
         )
-        client = flight.FlightClient(self.berlin.flight)
+        client = self.berlin.flight_client(as_home=self.hq.root)
         try:
             return client.do_get(flight.Ticket(ticket), options).read_all()
         finally:

@@ -19,6 +19,7 @@ from shoal.errors import LockdownError, ShoalError
 from shoal.server.http import create_app
 from shoal.server.metrics import Metrics
 from tests.conftest import tree_snapshot
+from tests.signing import NodeSigner
 
 from .escapes import ESCAPES, HARMLESS, SECRET_TEXT, Escape
 
@@ -100,7 +101,10 @@ def test_cli_exits_with_the_refusal_code(lab, escape):
 
 @pytest.fixture(scope="module")
 def client(lab):
-    with TestClient(create_app(lab.node, Metrics(lab.node)), raise_server_exceptions=False) as c:
+    app = create_app(lab.node, Metrics(lab.node))
+    # As the node's own owner (a request signed with its key), like `--at` from its home.
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.auth = NodeSigner(lab.node.home, lab.node.name)
         yield c
 
 
@@ -232,10 +236,13 @@ def test_serving_node_checks_fragments_itself(served, escape):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("escape", BY_ID)
 def test_flight_sql_ticket_refuses_alike(served, escape):
-    """A plain SQL ticket (what BI tools send) goes through the planner, as HTTP does."""
+    """A plain SQL ticket goes through the planner, as HTTP does (signed by a member; an
+    unsigned one is refused before it is read)."""
     sql = escape.fill(str(served.bait.secret), served.bait.target())
     ticket = json.dumps({"sql": sql}).encode()
-    error = served.refusal(ticket, None)
+    # Unsigned: refused as a stranger's, or as malformed when it cannot even be read.
+    assert served.refusal(ticket, None)["error"] in ("TokenError", "UsageError")
+    error = served.refusal(ticket, served.signed(ticket))
     assert error["error"] == escape.via_planner.__name__, error
     assert SECRET_TEXT not in str(error)
     served.bait.assert_untouched()

@@ -11,12 +11,16 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
+from shoal import audit
 from shoal.crypto import generate_key
 from shoal.mesh.invites import Invites
 from shoal.mesh.peers import signed_headers
+from shoal.mesh.users import Users
 from shoal.node import Node
+from shoal.server import refusals as refusals_module
 from shoal.server.http import ARROW_STREAM, create_app
 from shoal.server.metrics import Metrics
+from tests.signing import NodeSigner
 
 
 @pytest.fixture
@@ -29,6 +33,16 @@ def hub(tmp_path, write_parquet) -> Node:
 
 @pytest.fixture
 def client(hub) -> TestClient:
+    app = create_app(hub, Metrics(hub))
+    # As the node's own owner (a request signed with its key), like `--at` from its home.
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.auth = NodeSigner(hub.home, hub.name)
+        yield c
+
+
+@pytest.fixture
+def bare(hub) -> TestClient:
+    """A client that signs nothing: the tests set (or leave out) the authorization."""
     with TestClient(create_app(hub, Metrics(hub)), raise_server_exceptions=False) as c:
         yield c
 
@@ -90,7 +104,8 @@ def test_oversized_bodies_get_413(client):
     )
 
 
-def test_gossip_needs_a_valid_signature(client, hub):
+def test_gossip_needs_a_valid_signature(bare, hub):
+    client = bare
     body = json.dumps({"entries": [], "members": []}).encode()
     _assert_json_error(client.post("/api/v1/mesh/gossip", content=body), 403, "TokenError")
     stranger = generate_key()
@@ -111,6 +126,11 @@ def test_join_over_http(client, hub):
     token, _ = Invites(hub.home, hub.membership).issue("berlin", "eu-de", 600)
     key = generate_key()
     body = {"token": token, "public_key": base64.b64encode(key.public_bytes).decode()}
+    # A TLS key that is not PEM text is refused before the token is spent.
+    for hostile in ("\x80\x00", "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----"):
+        refused = client.post("/api/v1/mesh/join", json={**body, "tls_public_key": hostile})
+        assert refused.status_code in (400, 422), refused.text
+    assert "berlin" not in hub.membership.members()
     answer = client.post("/api/v1/mesh/join", json=body)
     assert answer.status_code == 200
     assert answer.json()["hub"] == "hq"
@@ -218,3 +238,55 @@ def test_explain_analyze_refuses_bad_input(client):
         client.post("/api/v1/explain", json={"sql": "SELECT nope FROM orders", "analyze": True}),
         400,
     )
+
+
+def test_every_data_endpoint_refuses_a_caller_without_credentials(bare, hub):
+    for method, path in [
+        ("GET", "/api/v1/node"),
+        ("GET", "/api/v1/nodes"),
+        ("GET", "/api/v1/products"),
+        ("GET", "/api/v1/products/orders"),
+        ("GET", "/api/v1/mesh/catalog"),
+        ("GET", "/api/v1/replication/hq/orders/log"),
+        ("POST", "/api/v1/query"),
+        ("POST", "/api/v1/explain"),
+        ("POST", "/api/v1/mesh/certificate"),
+    ]:
+        body = {"sql": "SELECT 1"} if method == "POST" else None
+        response = bare.request(method, path, json=body)
+        _assert_json_error(response, 403, "TokenError")
+    # What is open shows no data: health, metrics, the spec and the mesh's CA certificate.
+    assert bare.get("/health").status_code == 200
+    assert bare.get("/api/v1/mesh/ca").text.startswith("-----BEGIN CERTIFICATE-----")
+    refused = audit.read(hub.home, action="refuse")
+    assert {e["detail"]["at"] for e in refused} >= {"GET /api/v1/products", "POST /api/v1/query"}
+    assert {e["who"] for e in refused} == {"anonymous"}
+
+
+def test_only_the_owners_people_publish(bare, hub):
+    table = pa.table({"id": [9], "amount": [9.5]})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    analyst = Users(hub.home, hub.membership).add("ana", "analyst", {}, "", 600)
+    response = bare.post(
+        "/api/v1/products/orders/versions",
+        content=sink.getvalue(),
+        headers={"content-type": ARROW_STREAM, "authorization": f"Bearer {analyst}"},
+    )
+    body = _assert_json_error(response, 403, "RefusedError")
+    assert "user:ana (analyst)" in body["message"]
+    assert hub.describe("orders").version == 1  # nothing written
+
+
+def test_a_flood_of_refusals_is_counted_not_written_one_by_one(hub, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(refusals_module.time, "monotonic", lambda: now[0])
+    log = refusals_module.RefusalLog(hub.home, per_second=3)
+    for _ in range(10):
+        log.record("anonymous", "GET /x", "no")
+    now[0] += 1
+    log.record("anonymous", "GET /x", "no")
+    written = [e for e in audit.read(hub.home, action="refuse") if e["detail"]["at"] == "GET /x"]
+    assert len(written) == 4
+    assert written[-1]["detail"]["unrecorded_before"] == 7

@@ -14,8 +14,10 @@ from typing import Any
 from shoal import audit
 from shoal.config import Home
 from shoal.errors import ConflictError, RefusedError, TokenError, UsageError
+from shoal.mesh.authority import found_authority
 from shoal.mesh.files import JsonFile, mesh_lock
 from shoal.mesh.membership import Membership
+from shoal.mesh.tls import ca_fingerprint
 from shoal.mesh.tokens import Certificate, issue_join_token, read_join_token, sign_certificate
 from shoal.names import check_name
 
@@ -45,6 +47,8 @@ class Admission:
     hub_key: bytes
     certificate: Certificate
     members: list[dict[str, Any]]
+    tls_certificate: bytes = b""  # the new node's TLS certificate, signed by the mesh CA
+    ca: bytes = b""  # the mesh CA certificate
 
 
 class Invites:
@@ -70,8 +74,16 @@ class Invites:
         self._require_hub()
         if name in self.membership.members():
             raise ConflictError(f"node '{name}' is already a member of this mesh")
+        if name in self.membership.revoked_nodes():
+            raise RefusedError(f"node '{name}' was revoked; invite it under a new name")
+        authority = found_authority(self.home)
         token, claims = issue_join_token(
-            self.home.key(), self.home.settings.name, name, region, ttl_seconds
+            self.home.key(),
+            self.home.settings.name,
+            name,
+            region,
+            ttl_seconds,
+            ca_fingerprint(authority.pem),
         )
         with mesh_lock(self.home.root):
             issued = dict(self._file.read({}))
@@ -84,12 +96,22 @@ class Invites:
             self._file.write(_without_stale(issued))
         return token, claims.expires
 
-    def redeem(self, token: str, public_key: bytes) -> Admission:
-        """Check a join token and admit the node holding `public_key`; a token works once."""
+    def redeem(self, token: str, public_key: bytes, tls_public_key: bytes = b"") -> Admission:
+        """Check a join token and admit the node holding `public_key` (Ed25519, raw) and
+        `tls_public_key` (P-256, PEM: signed into its TLS certificate); a token works once."""
         self._require_hub()
         if not isinstance(public_key, bytes) or len(public_key) != 32:
             raise UsageError("the joining node's public key must be 32 raw Ed25519 bytes")
         claims = read_join_token(token, self.membership.hub_public)
+        authority = found_authority(self.home)
+        # Before the token is spent: a bad key must not cost the new node its invitation.
+        tls_certificate = (
+            authority.issue(claims.name, tls_public_key, self.home.settings.tls_cert_hours)
+            if tls_public_key
+            else b""
+        )
+        if claims.name in self.membership.revoked_nodes():
+            raise RefusedError(f"node '{claims.name}' was revoked; invite it under a new name")
         with mesh_lock(self.home.root):
             issued = dict(self._file.read({}))
             record = issued.get(claims.token_id)
@@ -118,6 +140,8 @@ class Invites:
             hub_key=self.home.key().public_bytes,
             certificate=certificate,
             members=self.membership.records(),
+            tls_certificate=tls_certificate,
+            ca=authority.pem,
         )
 
     def pending(self) -> list[dict[str, Any]]:

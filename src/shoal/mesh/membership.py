@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import secrets
 from collections.abc import Mapping
@@ -18,9 +19,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from shoal import audit
 from shoal.config import Home
 from shoal.crypto import public_key_from_bytes
-from shoal.errors import NotFoundError, TokenError
+from shoal.errors import NotFoundError, RefusedError, TokenError, UsageError
 from shoal.mesh.files import JsonFile, mesh_lock
 from shoal.mesh.tokens import (
     Announcement,
@@ -30,6 +32,7 @@ from shoal.mesh.tokens import (
     sign_announcement,
     sign_certificate,
 )
+from shoal.policy import MeshRules
 
 __all__ = ["Member", "Membership"]
 
@@ -99,6 +102,8 @@ class Membership:
         self._file = JsonFile(home.root / "mesh" / "mesh.json")
         self._cache_key: int | None = None
         self._members: dict[str, Member] = {}
+        self._revoked_nodes: frozenset[str] = frozenset()
+        self._rules, self._rules_key = MeshRules(), "{}"
 
     # -- reading ------------------------------------------------------------------------
     def joined(self) -> bool:
@@ -123,7 +128,8 @@ class Membership:
         return public_key_from_bytes(base64.b64decode(self._state()["hub_key"]))
 
     def members(self) -> dict[str, Member]:
-        """Every verified member by name (this node included)."""
+        """Every verified member by name (this node included), less the nodes the hub
+        revoked: their calls, catalog entries and copies count for nothing."""
         state = self._state()
         if self._cache_key != self._file.generation:
             hub_public = public_key_from_bytes(base64.b64decode(state["hub_key"]))
@@ -132,8 +138,50 @@ class Membership:
                 member = _verified(record, hub_public)
                 if member is not None:
                     members[member.name] = member
-            self._members, self._cache_key = members, self._file.generation
+            hub = members.get(str(state["hub"]))
+            revoked = hub.announcement.revoked_nodes if hub and hub.announcement else frozenset()
+            me = self.home.settings.name
+            self._members = {n: m for n, m in members.items() if n not in revoked or n == me}
+            self._revoked_nodes = frozenset(revoked)
+            self._cache_key = self._file.generation
         return dict(self._members)
+
+    def revoked_nodes(self) -> frozenset[str]:
+        """Names of the nodes the hub revoked (from its signed announcement)."""
+        self.members()
+        return self._revoked_nodes
+
+    def rules(self) -> MeshRules:
+        """The mesh-wide policy rules the hub signed into its announcement (none: no rules).
+        Rules that do not parse count as the strictest there are: nobody reads."""
+        hub = self.members().get(self.hub)
+        raw = hub.announcement.rules if hub is not None and hub.announcement else {}
+        key = json.dumps(raw, sort_keys=True)
+        if key != self._rules_key:
+            try:
+                self._rules = MeshRules.model_validate(raw)
+            except ValueError as exc:
+                log.error("the hub's mesh rules do not parse (%s): no role reads", exc)
+                self._rules = MeshRules(readers=[])
+            self._rules_key = key
+        return self._rules
+
+    def set_rules(self, rules: MeshRules) -> None:
+        """On the hub: sign mesh-wide rules into its announcement; every node applies them."""
+        me = self.home.settings.name
+        if self.hub != me:
+            raise RefusedError(
+                f"only the hub ('{self.hub}') sets the mesh's rules",
+                hint="run this on the hub's home",
+            )
+        self.announce(rules=rules.model_dump(exclude_defaults=True))
+        audit.record(
+            self.home, "rules", f"local:{me}", rules=rules.model_dump(exclude_defaults=True)
+        )
+
+    def is_revoked(self) -> bool:
+        """Whether the hub revoked this node."""
+        return self.home.settings.name in self.revoked_nodes()
 
     def member(self, name: str) -> Member:
         try:
@@ -184,6 +232,11 @@ class Membership:
                     "mask_secret": secrets.token_hex(32),
                 }
             )
+        # Imported here: the authority needs settings only the hub uses, and importing
+        # cryptography's x509 costs every CLI command that never founds a mesh.
+        from shoal.mesh.authority import found_authority
+
+        found_authority(self.home)
         log.info("node %s founded a new mesh as its hub", name)
 
     def adopt(
@@ -214,23 +267,47 @@ class Membership:
         flight: str | None = None,
         holds: Mapping[str, tuple[int, int, int]] | None = None,
         revoked: frozenset[str] | None = None,
+        revoked_nodes: frozenset[str] | None = None,
+        rules: Mapping[str, Any] | None = None,
     ) -> Member:
         """Sign and record this node's own endpoints and the replicas it holds (what is
         not given stays as announced before); gives the updated member."""
         me = self.member(self.home.settings.name)
+        before = me.announcement
         announcement = sign_announcement(
             self.home.key(),
             me.name,
             me.http if http is None else http,
             me.flight if flight is None else flight,
             me.holds if holds is None else holds,
-            (me.announcement.revoked if me.announcement else frozenset())
-            if revoked is None
-            else revoked,
+            (before.revoked if before else frozenset()) if revoked is None else revoked,
+            (before.revoked_nodes if before else frozenset())
+            if revoked_nodes is None
+            else revoked_nodes,
+            (before.rules if before else {}) if rules is None else rules,
         )
         updated = Member(me.certificate, announcement)
         self.merge([updated.record()])
         return updated
+
+    def revoke_node(self, name: str) -> None:
+        """On the hub: put node `name` out of the mesh, at every node. The revocation is part
+        of the hub's signed announcement, relayed with the member list, so every node drops
+        the member within a few pings: its calls, certificate renewals, catalog entries and
+        copies count for nothing from then on. It cannot join again under that name."""
+        me = self.home.settings.name
+        if self.hub != me:
+            raise RefusedError(
+                f"only the hub ('{self.hub}') revokes nodes", hint="run this on the hub's home"
+            )
+        if name == me:
+            raise UsageError("the hub cannot revoke itself")
+        if name not in self.members() and name not in self.revoked_nodes():
+            raise NotFoundError(f"no node '{name}' in the mesh")
+        hub = self.member(me)
+        already = hub.announcement.revoked_nodes if hub.announcement else frozenset()
+        self.announce(revoked_nodes=already | {name})
+        audit.record(self.home, "revocation", f"local:{me}", node=name)
 
     def merge(self, records: list[dict[str, Any]]) -> list[str]:
         """Keep every record that verifies and is news; gives the names that changed."""

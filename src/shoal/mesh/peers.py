@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from shoal.config import Home
-from shoal.errors import ShoalError, UnavailableError, UsageError
+from shoal.errors import ShoalError, TokenError, UnavailableError, UsageError
 from shoal.mesh.health import PeerHealth
 from shoal.mesh.membership import Member, Membership
+from shoal.mesh.tls import NodeTLS, check_ca, server_name, user_context
 from shoal.mesh.tokens import sign_request
 from shoal.mesh.wire import AUTH_SCHEME, error_from_dict
 from shoal.query import Fragment
@@ -27,29 +28,73 @@ __all__ = [
     "FRAGMENT_PATH",
     "FragmentClient",
     "ask_hub_to_join",
+    "fetch_ca",
     "fragment_from_wire",
     "fragment_to_wire",
+    "hub_answer",
     "signed_headers",
 ]
 
 FRAGMENT_PATH = "/fragment"
 
 
-def ask_hub_to_join(hub_url: str, token: str, public_key: bytes) -> dict[str, Any]:
-    """Redeem a join token at the hub; gives its answer (hub, hub_key, members)."""
-    body = {"token": token, "public_key": base64.b64encode(public_key).decode()}
+def fetch_ca(hub_url: str, fingerprint: str) -> bytes:
+    """The mesh CA certificate from the hub, checked against the join token's fingerprint.
+
+    Fetched before any trust exists (no certificate is checked on this one call); the
+    fingerprint the hub signed into the token is what makes the answer trustworthy.
+    """
     try:
-        response = httpx.post(f"{hub_url}/api/v1/mesh/join", json=body, timeout=30)
+        response = httpx.get(f"{hub_url}/api/v1/mesh/ca", timeout=30, verify=False)  # noqa: S501
     except httpx.HTTPError as exc:
         raise UnavailableError(f"cannot reach the hub at {hub_url}: {exc}") from exc
+    if response.status_code >= 400:
+        raise UsageError(f"the hub gave no CA certificate: HTTP {response.status_code}")
+    return check_ca(response.content, fingerprint)
+
+
+def ask_hub_to_join(
+    hub_url: str,
+    token: str,
+    public_key: bytes,
+    tls_public_key: bytes = b"",
+    ca_pem: bytes | None = None,
+    hub: str | None = None,
+) -> dict[str, Any]:
+    """Redeem a join token at the hub; gives its answer (hub, hub_key, members and the TLS
+    certificate). Over https the hub must show a certificate of `ca_pem` for `hub`."""
+    body = {"token": token, "public_key": base64.b64encode(public_key).decode()}
+    if tls_public_key:
+        body["tls_public_key"] = tls_public_key.decode("ascii")
+    verify: Any = True
+    extensions: dict[str, Any] = {}
+    if hub_url.startswith("https://"):
+        if ca_pem is None:
+            raise TokenError("this join token names no mesh CA, so the hub cannot be checked")
+        verify = user_context(ca_pem, hub)
+        if hub is not None:
+            extensions["sni_hostname"] = server_name(hub)
+    try:
+        with httpx.Client(verify=verify, timeout=30) as client:
+            response = client.post(f"{hub_url}/api/v1/mesh/join", json=body, extensions=extensions)
+    except httpx.HTTPError as exc:
+        raise UnavailableError(f"cannot reach the hub at {hub_url}: {exc}") from exc
+    data = hub_answer(response)
+    if not {"hub", "hub_key", "members"} <= data.keys():
+        raise UsageError("the hub's answer is not a join answer; is the URL a Shoal hub?")
+    return data
+
+
+def hub_answer(response: httpx.Response) -> dict[str, Any]:
+    """The hub's JSON answer; its error, as the same ShoalError, when it refused."""
     try:
         data = response.json()
     except ValueError:
         data = None
     if response.status_code >= 400:
         raise error_from_dict(data, fallback=f"the hub refused: HTTP {response.status_code}")
-    if not isinstance(data, dict) or not {"hub", "hub_key", "members"} <= data.keys():
-        raise UsageError("the hub's answer is not a join answer; is the URL a Shoal hub?")
+    if not isinstance(data, dict):
+        raise UsageError("the hub's answer is not a JSON object; is the URL a Shoal hub?")
     return data
 
 
@@ -78,6 +123,7 @@ class FragmentClient:
         self.timeout = timeout
         self._clients: dict[str, flight.FlightClient] = {}
         self._lock = threading.Lock()
+        self.tls = NodeTLS(home.root)
 
     def run(
         self, fragment: Fragment, holder: str, user_token: str = ""
@@ -125,7 +171,10 @@ class FragmentClient:
         with self._lock:
             client = self._clients.get(member.flight)
             if client is None:
-                client = flight.FlightClient(member.flight)
+                options: dict[str, Any] = {}
+                if member.flight.startswith("grpc+tls://"):
+                    options = self.tls.flight_client_options(member.name)
+                client = flight.FlightClient(member.flight, **options)
                 self._clients[member.flight] = client
             return client
 
@@ -136,6 +185,7 @@ class FragmentClient:
             client.close()
 
     def close(self) -> None:
+        """Close every connection (also after a renewal: new ones show the new certificate)."""
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:

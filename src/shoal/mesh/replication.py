@@ -71,6 +71,7 @@ from shoal.mesh.health import PeerHealth
 from shoal.mesh.membership import Member, Membership
 from shoal.mesh.peers import signed_headers
 from shoal.mesh.placement import Residency, choose_holders, residency_of
+from shoal.mesh.tls import NodeTLS, server_name
 from shoal.mesh.wire import error_from_dict
 from shoal.products.history import ProductHistory
 from shoal.products.replicas import (
@@ -288,6 +289,12 @@ class Replicator:
     def me(self) -> str:
         return self.home.settings.name
 
+    def _client(self) -> httpx.Client:
+        """A client for holders: mutual TLS with the mesh CA when this node has it."""
+        tls = NodeTLS(self.home.root)
+        verify = tls.client_context() if tls.ready() else True
+        return httpx.Client(timeout=httpx.Timeout(self.timeout, connect=5.0), verify=verify)
+
     def may_serve(self, key: str) -> bool:
         """Whether the copy of `key` (`owner.product`) has caught up since this start."""
         return not self.started or key in self.ready
@@ -383,7 +390,7 @@ class Replicator:
         staging = self.home.new_tmp_dir(f"repair-{product}-")
         repaired: list[str] = []
         try:
-            with httpx.Client(timeout=httpx.Timeout(self.timeout, connect=5.0)) as client:
+            with self._client() as client:
                 for member in holders:
                     path = FILE_PATH.format(owner=self.me, product=product)
                     for name, (sha, size) in list(wanted.items()):
@@ -433,7 +440,7 @@ class Replicator:
         if size >= newest and not missing:
             return outcome
         errors = []
-        with httpx.Client(timeout=httpx.Timeout(self.timeout, connect=5.0)) as client:
+        with self._client() as client:
             for holder in self._sources(entry, source):
                 try:
                     self._pull_from(client, holder, entry, outcome, missing)
@@ -550,7 +557,9 @@ class Replicator:
     ) -> dict[str, Any]:
         headers = signed_headers(self.home, member.name, "GET", path)
         try:
-            response = client.get(member.http + path, params=params, headers=headers)
+            response = client.get(
+                member.http + path, params=params, headers=headers, extensions=_named(member)
+            )
         except httpx.HTTPError as exc:
             raise UnavailableError(f"node '{member.name}' cannot be reached: {exc}") from exc
         return _answer(response, member.name)
@@ -612,7 +621,11 @@ class Replicator:
             log.info("resuming %s from node '%s' at byte %d", name, member.name, have)
         try:
             with client.stream(
-                "GET", member.http + path, params={"path": name}, headers=headers
+                "GET",
+                member.http + path,
+                params={"path": name},
+                headers=headers,
+                extensions=_named(member),
             ) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -739,3 +752,8 @@ def _sha256_of(path: Path) -> str:
 
 def _is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _named(member: Member) -> dict[str, Any]:
+    """Ask for the member's server name: its certificate must be that node's."""
+    return {"sni_hostname": server_name(member.name)}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "Certificate",
     "JoinClaims",
     "RequestClaims",
+    "SeenRequests",
     "UserClaims",
     "body_hash",
     "issue_join_token",
@@ -118,14 +120,18 @@ class JoinClaims:
     hub_key_id: str
     token_id: str
     expires: int
+    ca: str = ""  # SHA-256 of the mesh CA certificate: the joining node pins it
 
 
 def issue_join_token(
-    hub_key: NodeKey, hub: str, name: str, region: str, ttl_seconds: int
+    hub_key: NodeKey, hub: str, name: str, region: str, ttl_seconds: int, ca: str = ""
 ) -> tuple[str, JoinClaims]:
-    """Sign a one-time invitation for node `name` in `region`, valid for `ttl_seconds`."""
+    """Sign a one-time invitation for node `name` in `region`, valid for `ttl_seconds`;
+    `ca` is the mesh CA's fingerprint, so the new node trusts the right CA from the start."""
     now = int(time.time())
-    claims = JoinClaims(name, region, hub, hub_key.key_id, secrets.token_hex(16), now + ttl_seconds)
+    claims = JoinClaims(
+        name, region, hub, hub_key.key_id, secrets.token_hex(16), now + ttl_seconds, ca
+    )
     token = _encode(
         {
             "typ": "join-token",
@@ -136,6 +142,7 @@ def issue_join_token(
             "jti": claims.token_id,
             "iat": now,
             "exp": claims.expires,
+            "ca": ca,
         },
         hub_key,
     )
@@ -151,9 +158,12 @@ def _join_claims(claims: dict[str, Any]) -> JoinClaims:
             str(claims["hub_kid"]),
             str(claims["jti"]),
             int(claims["exp"]),
+            str(claims.get("ca", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenError("the join token lacks a name, region, hub or id") from exc
+    if result.ca and (len(result.ca) != 64 or not all(c in "0123456789abcdef" for c in result.ca)):
+        raise TokenError("the join token's CA fingerprint is not a SHA-256 hex digest")
     if not is_valid_name(result.name) or not is_valid_name(result.hub):
         raise TokenError("the join token names an invalid node or hub")
     return result
@@ -229,8 +239,11 @@ class Announcement:
     # The replicas this node holds, verified:
     # `owner.product` -> (tree size, Delta version, product version).
     holds: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
-    # Only the hub's counts: the ids of user tokens it revoked.
+    # Only the hub's count: the ids of user tokens it revoked, and the nodes.
     revoked: frozenset[str] = frozenset()
+    revoked_nodes: frozenset[str] = frozenset()
+    # Only the hub's counts: the mesh-wide policy rules (see `policy.MeshRules`), as data.
+    rules: Mapping[str, Any] = field(default_factory=dict)
 
 
 def sign_announcement(
@@ -240,9 +253,11 @@ def sign_announcement(
     flight: str,
     holds: Mapping[str, tuple[int, int, int]] | None = None,
     revoked: frozenset[str] | None = None,
+    revoked_nodes: frozenset[str] | None = None,
+    rules: Mapping[str, Any] | None = None,
 ) -> Announcement:
     """A node states where it listens and which replicas it holds (and the hub, which user
-    tokens it revoked); signed by itself so peers can relay it."""
+    tokens and nodes it revoked); signed by itself so peers can relay it."""
     at = time.time()
     held = {k: [int(n) for n in counts] for k, counts in sorted((holds or {}).items())}
     claims: dict[str, Any] = {
@@ -256,8 +271,22 @@ def sign_announcement(
         claims["holds"] = held
     if revoked:
         claims["revoked"] = sorted(revoked)
+    if revoked_nodes:
+        claims["revoked_nodes"] = sorted(revoked_nodes)
+    if rules:
+        claims["rules"] = dict(rules)
     token = _encode(claims, key)
-    return Announcement(name, http, flight, at, token, _holds(held), _revoked(claims))
+    return Announcement(
+        name,
+        http,
+        flight,
+        at,
+        token,
+        _holds(held),
+        _revoked(claims),
+        _revoked_nodes(claims),
+        _rules(claims),
+    )
 
 
 def read_announcement(token: str, public: Ed25519PublicKey) -> Announcement:
@@ -271,6 +300,8 @@ def read_announcement(token: str, public: Ed25519PublicKey) -> Announcement:
             token,
             _holds(claims.get("holds", {})),
             _revoked(claims),
+            _revoked_nodes(claims),
+            _rules(claims),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenError("the announcement lacks its endpoints") from exc
@@ -283,6 +314,20 @@ def _revoked(claims: dict[str, Any]) -> frozenset[str]:
     ):
         raise TypeError("revoked must be a list of token ids")
     return frozenset(raw)
+
+
+def _revoked_nodes(claims: dict[str, Any]) -> frozenset[str]:
+    raw = claims.get("revoked_nodes", [])
+    if not isinstance(raw, list) or not all(is_valid_name(item) for item in raw):
+        raise TypeError("revoked_nodes must be a list of node names")
+    return frozenset(raw)
+
+
+def _rules(claims: dict[str, Any]) -> dict[str, Any]:
+    raw = claims.get("rules", {})
+    if not isinstance(raw, dict):
+        raise TypeError("rules must be an object")
+    return raw
 
 
 def _holds(raw: Any) -> dict[str, tuple[int, int, int]]:
@@ -366,6 +411,30 @@ def read_user_token(token: str, hub_public: Ed25519PublicKey) -> UserClaims:
 class RequestClaims:
     caller: str
     key_id: str
+    token_id: str = ""
+    expires: int = 0
+
+
+class SeenRequests:
+    """Request tokens already accepted, until they expire: a token works once, so a
+    recorded call (a fragment ticket with its signature, say) cannot be played again."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def check(self, claims: RequestClaims) -> None:
+        if not claims.token_id:
+            raise TokenError("the request token has no id; sign it again")
+        now = self._clock()
+        with self._lock:
+            if claims.token_id in self._seen:
+                raise TokenError("this signed request was already used; sign a new one")
+            if len(self._seen) > 4096:
+                cutoff = now - CLOCK_LEEWAY_SECONDS
+                self._seen = {k: exp for k, exp in self._seen.items() if exp >= cutoff}
+            self._seen[claims.token_id] = claims.expires
 
 
 def sign_request(
@@ -381,6 +450,7 @@ def sign_request(
             "mth": method.upper(),
             "pth": path,
             "bh": body_hash(body),
+            "jti": secrets.token_hex(12),
             "iat": now,
             "exp": now + REQUEST_TOKEN_SECONDS,
         },
@@ -411,4 +481,10 @@ def read_request_token(
         raise TokenError("the request token was made for another call")
     if claims.get("bh") != body_hash(body):
         raise TokenError("the request body does not match its signature")
-    return RequestClaims(str(claims["iss"]), key_id_of(public_key))
+    if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("iat"), int):
+        raise TokenError("the request token must say when it was made and when it ends")
+    if claims["exp"] - claims["iat"] > REQUEST_TOKEN_SECONDS:
+        raise TokenError("the request token is valid for too long")
+    return RequestClaims(
+        str(claims["iss"]), key_id_of(public_key), str(claims.get("jti", "")), int(claims["exp"])
+    )

@@ -138,15 +138,26 @@ def principal_of(token: str, membership: Membership) -> Principal:
 
 @dataclass(frozen=True)
 class Profile:
+    """What a person needs to reach the mesh: where, the CA to trust there, and a token."""
+
     endpoint: str
     token: str
     user: str = ""
+    ca: str = ""  # the mesh CA certificate (PEM): the only one an https endpoint may show
+    node: str = ""  # the node at the endpoint ("" when unknown: any node of the mesh)
 
 
 def write_profile(path: Path, profile: Profile) -> None:
     """Write a profile file readable by its owner only (it holds a bearer token)."""
     data = json.dumps(
-        {"endpoint": profile.endpoint, "token": profile.token, "user": profile.user}, indent=1
+        {
+            "endpoint": profile.endpoint,
+            "token": profile.token,
+            "user": profile.user,
+            "ca": profile.ca,
+            "node": profile.node,
+        },
+        indent=1,
     ).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -163,10 +174,15 @@ def read_profile(path: Path) -> Profile:
             raise UsageError(f"profile {path} is larger than 64 KiB; is it a profile?")
         data = json.loads(path.read_bytes())
         endpoint, token = str(data["endpoint"]), str(data["token"])
+        ca, node = str(data.get("ca", "")), str(data.get("node", ""))
     except FileNotFoundError as exc:
         raise UsageError(f"no profile file {path}") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"profile {path} is not a Shoal profile: {exc}") from exc
     if not endpoint.startswith(("http://", "https://")):
         raise UsageError(f"profile {path} names no http(s) endpoint")
-    return Profile(endpoint, token, str(data.get("user", "")))
+    if endpoint.startswith("https://") and "BEGIN CERTIFICATE" not in ca:
+        raise UsageError(f"profile {path} has no mesh CA certificate for its https endpoint")
+    if node and not is_valid_name(node):
+        raise UsageError(f"profile {path} names an invalid node {node!r}")
+    return Profile(endpoint, token, str(data.get("user", "")), ca, node)

@@ -3,7 +3,8 @@
 Two kinds of ticket:
 
 * a **query** — the ticket is the SQL text itself, or JSON `{"sql": "..."}` — runs as a
-  federated query with this node as coordinator (what clients and BI tools send);
+  federated query with this node as coordinator, for the user whose token the call carries
+  (`authorization: Bearer ...`) or the member that signed it;
 * a **fragment** — JSON `{"fragment": {"owner", "product", "sql", "version", "also"}}`
   (`also`: other products of the owner it reads, as `[name, version]` pairs) — is one node's part of
   a federated query, sent by a coordinator. It must carry the coordinator's signed request
@@ -15,6 +16,10 @@ fragment's time into node execution and transfer with it (`shoal explain --analy
 
 Errors travel as Flight errors whose `extra_info` is the ShoalError's JSON, so the caller
 raises the same error class with the same message.
+
+With TLS on (the default), the server takes only mutual TLS: a client must show a
+certificate of the mesh CA, so the data plane is for the mesh's own nodes; people and
+tools ask over HTTPS (`POST /api/v1/query` gives the same Arrow stream).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,14 +37,16 @@ import pyarrow.flight as flight
 
 from shoal.errors import RefusedError, ShoalError, TokenError, UsageError
 from shoal.mesh.peers import FRAGMENT_PATH, fragment_from_wire
+from shoal.mesh.tls import NodeTLS
 from shoal.mesh.tokens import read_request_token, request_caller
 from shoal.mesh.users import principal_of
 from shoal.mesh.wire import AUTH_SCHEME, error_to_bytes
 from shoal.node import Node
 from shoal.policy import Principal
 from shoal.server.metrics import Metrics
+from shoal.server.refusals import RefusalLog, claimed_caller
 
-__all__ = ["ShoalFlightServer"]
+__all__ = ["FlightListener", "ShoalFlightServer"]
 
 log = logging.getLogger("shoal.flight")
 
@@ -62,15 +70,23 @@ class _CallerFactory(flight.ServerMiddlewareFactory):  # type: ignore[misc]
 
 
 class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
-    def __init__(self, node: Node, location: str, metrics: Metrics | None = None) -> None:
-        super().__init__(location, middleware={"caller": _CallerFactory()})
+    def __init__(
+        self, node: Node, location: str, metrics: Metrics | None = None, **tls: Any
+    ) -> None:
+        """`tls`: `NodeTLS.flight_server_options()` (mutual TLS), or nothing (plain)."""
+        super().__init__(location, middleware={"caller": _CallerFactory()}, **tls)
         self.node = node
         self.metrics = metrics
+        self.refusals = RefusalLog(node.home)
 
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.FlightDataStream:
         try:
             return self._answer(context, ticket.ticket)
         except ShoalError as exc:
+            if isinstance(exc, RefusedError):
+                caller = context.get_middleware("caller")
+                who = claimed_caller(caller.authorization if caller is not None else "")
+                self.refusals.record(who, "flight DoGet", exc.message)
             raise _flight_error(exc) from exc
         except Exception as exc:
             log.exception("unexpected error in DoGet")
@@ -81,8 +97,8 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             raise UsageError("the ticket is larger than 1 MiB")
         request = _parse_ticket(raw)
         if "fragment" not in request:
-            anonymous = Principal.anonymous()
-            return flight.RecordBatchStream(self.node.query(request["sql"], principal=anonymous))
+            principal = self._principal(context, raw)
+            return flight.RecordBatchStream(self.node.query(request["sql"], principal=principal))
         fragment = request["fragment"]
         caller = self._check_caller(context, raw)
         # The user the coordinator acts for, checked here with the hub's key: no peer can
@@ -112,17 +128,30 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         opened = time.perf_counter() - started
         return flight.GeneratorStream(reader.schema, _timed_batches(reader, opened))
 
+    def _principal(self, context: Any, ticket: bytes) -> Principal:
+        """Who asks a SQL ticket: a user's bearer token, or a member's signed request."""
+        caller_info = context.get_middleware("caller")
+        header = caller_info.authorization if caller_info is not None else ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return principal_of(token.strip(), self.node.membership)
+        caller = self._check_caller(context, ticket)
+        return Principal.local(caller) if caller == self.node.name else Principal.of_node(caller)
+
     def _check_caller(self, context: Any, ticket: bytes) -> str:
         caller_info = context.get_middleware("caller")
         header = caller_info.authorization if caller_info is not None else ""
         scheme, _, token = header.partition(" ")
         if scheme != AUTH_SCHEME or not token:
-            raise TokenError("a query fragment must carry its coordinator's signed request")
+            raise TokenError(
+                "a ticket must carry a user's token (authorization: Bearer) or a node's "
+                "signed request"
+            )
         caller = request_caller(token)
         member = self.node.membership.members().get(caller)
         if member is None:
             raise TokenError(f"'{caller}' is not a member of this mesh")
-        read_request_token(
+        claims = read_request_token(
             token,
             member.public_key,
             audience=self.node.name,
@@ -130,7 +159,46 @@ class ShoalFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             path=FRAGMENT_PATH,
             body=ticket,
         )
+        self.node.seen_requests.check(claims)
         return caller
+
+
+class FlightListener:
+    """The Flight server in its own thread; `restart` serves a renewed certificate on the
+    same port (gRPC cannot swap a listening server's certificate)."""
+
+    def __init__(
+        self, node: Node, scheme: str, host: str, port: int, metrics: Metrics, tls: NodeTLS | None
+    ) -> None:
+        self._node, self._scheme, self._host = node, scheme, host
+        self._metrics, self._tls = metrics, tls
+        self.server = self._make(port)
+        self.port = int(self.server.port)
+        self._thread: threading.Thread | None = None
+
+    def _make(self, port: int) -> ShoalFlightServer:
+        return ShoalFlightServer(
+            self._node,
+            f"{self._scheme}://{self._host}:{port}",
+            self._metrics,
+            **(self._tls.flight_server_options() if self._tls is not None else {}),
+        )
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.server.serve, name="flight", daemon=True)
+        self._thread.start()
+
+    def restart(self) -> None:
+        """Stop taking calls (those running finish), then listen again with the current
+        certificate; a coordinator that calls in the gap fails over or retries."""
+        self.shutdown()
+        self.server = self._make(self.port)
+        self.start()
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
 
 def _timed_batches(

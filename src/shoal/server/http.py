@@ -27,17 +27,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shoal.errors import ShoalError, TokenError, UsageError
+from shoal import audit
+from shoal.errors import RefusedError, ShoalError, UsageError
+from shoal.mesh.authority import Authority, tls_dir
 from shoal.mesh.invites import Invites
-from shoal.mesh.tokens import read_request_token, request_caller
-from shoal.mesh.users import principal_of
-from shoal.mesh.wire import AUTH_SCHEME
+from shoal.mesh.tls import NodeTLS
 from shoal.node import Node
 from shoal.policy import Principal
 from shoal.products import Mode
 from shoal.results import read_bounded
+from shoal.server.auth import member_calling, principal_calling
 from shoal.server.limits import BodyLimit
 from shoal.server.metrics import Metrics
+from shoal.server.refusals import RefusalLog, claimed_caller
 
 __all__ = ["ARROW_STREAM", "create_app"]
 
@@ -62,9 +64,28 @@ class ExplainRequest(QueryRequest):
     )
 
 
+# PEM is printable ASCII in lines; anything else is refused before it reaches a key parser.
+PEM_TEXT = r"^[ -~\r\n]*$"
+
+
 class JoinRequest(BaseModel):
     token: str = Field(min_length=1, max_length=8192)
     public_key: str = Field(min_length=1, max_length=128, description="raw Ed25519, base64")
+    tls_public_key: str = Field(
+        default="",
+        max_length=4096,
+        pattern=PEM_TEXT,
+        description="P-256 public key (PEM) to certify for TLS",
+    )
+
+
+class CertificateRequest(BaseModel):
+    tls_public_key: str = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=PEM_TEXT,
+        description="P-256 public key (PEM) to certify for TLS",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -100,7 +121,7 @@ def create_app(
         BodyLimit,
         limit_for=lambda path: upload_limit if path.endswith("/versions") else MAX_JSON_BODY,
     )
-    _install_error_handlers(app)
+    _install_error_handlers(app, RefusalLog(node.home))
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Any) -> Any:
@@ -121,7 +142,8 @@ def create_app(
 
     # -- the node and the mesh ----------------------------------------------------------
     @app.get("/api/v1/node", tags=["mesh"])
-    def about() -> dict[str, Any]:
+    def about(request: Request) -> dict[str, Any]:
+        principal_calling(node, request, b"")
         me = node.membership.member(node.name) if node.membership.joined() else None
         return {
             "name": node.name,
@@ -133,8 +155,33 @@ def create_app(
         }
 
     @app.get("/api/v1/nodes", tags=["mesh"])
-    def nodes() -> list[dict[str, Any]]:
+    def nodes(request: Request) -> list[dict[str, Any]]:
+        principal_calling(node, request, b"")
         return node.members_view()
+
+    @app.get(
+        "/api/v1/mesh/ca",
+        tags=["mesh"],
+        responses={200: {"content": {"application/x-pem-file": {}}}},
+    )
+    def certificate_authority() -> Response:
+        """The mesh CA certificate (public): a joining node checks it against its token."""
+        return Response(NodeTLS(node.home.root).ca_pem(), media_type="application/x-pem-file")
+
+    @app.post("/api/v1/mesh/certificate", tags=["mesh"])
+    async def certificate(request: Request) -> dict[str, Any]:
+        """On the hub: a new TLS certificate for a member's new key (renewal). Signed by
+        the member's key; no client certificate needed, since the old one may have ended."""
+        body = await request.body()
+        caller = member_calling(node, request, body, certificate=False)
+        try:
+            asked = CertificateRequest.model_validate_json(body)
+        except ValueError as exc:
+            raise UsageError(f"malformed certificate request: {_first_line(exc)}") from exc
+        issued = await run_in_threadpool(
+            _certify, node, caller, asked.tls_public_key.encode("ascii")
+        )
+        return {"tls_certificate": issued.decode("ascii")}
 
     @app.post("/api/v1/mesh/join", tags=["mesh"])
     def join(request: JoinRequest) -> dict[str, Any]:
@@ -142,7 +189,9 @@ def create_app(
             public_key = base64.b64decode(request.public_key, validate=True)
         except ValueError as exc:  # binascii.Error, or text that is not ASCII
             raise UsageError("public_key must be base64") from exc
-        admission = Invites(node.home, node.membership).redeem(request.token, public_key)
+        admission = Invites(node.home, node.membership).redeem(
+            request.token, public_key, request.tls_public_key.encode("ascii")
+        )
         if on_gossip is not None:
             on_gossip()
         return {
@@ -152,13 +201,14 @@ def create_app(
             "members": admission.members,
             # Joining with a valid token admits a member, which hashes masked values alike.
             "mask_secret": node.membership.mask_secret(),
+            "tls_certificate": admission.tls_certificate.decode("ascii"),
         }
 
     @app.get("/api/v1/mesh/catalog", tags=["mesh"])
     def catalog(
-        since: int = Query(0, ge=0), epoch: str = Query("", max_length=64)
+        request: Request, since: int = Query(0, ge=0), epoch: str = Query("", max_length=64)
     ) -> dict[str, Any]:
-        node.membership.members()  # fails clearly when this node is in no mesh
+        member_calling(node, request)
         current_epoch, counter, entries = node.catalog.changes_since(since, epoch)
         return {
             "epoch": current_epoch,
@@ -170,7 +220,7 @@ def create_app(
     @app.post("/api/v1/mesh/gossip", tags=["mesh"])
     async def gossip(request: Request) -> dict[str, Any]:
         body = await request.body()
-        caller = verify_caller(node, request, body, required=True)
+        caller = member_calling(node, request, body)
         try:
             news = Gossip.model_validate_json(body)
         except ValueError as exc:
@@ -183,14 +233,16 @@ def create_app(
 
     # -- products -----------------------------------------------------------------------
     @app.get("/api/v1/products", tags=["products"])
-    def products(mesh: bool = True) -> list[dict[str, Any]]:
+    def products(request: Request, mesh: bool = True) -> list[dict[str, Any]]:
+        principal_calling(node, request, b"")
         entries = node.mesh_products()
         if not mesh:
             entries = [e for e in entries if e.owner == node.name]
         return [e.summary() for e in entries]
 
     @app.get("/api/v1/products/{name}", tags=["products"])
-    def describe(name: str) -> list[dict[str, Any]]:
+    def describe(name: str, request: Request) -> list[dict[str, Any]]:
+        principal_calling(node, request, b"")
         return node.describe_in_mesh(name)
 
     @app.post("/api/v1/products/{name}/versions", tags=["products"])
@@ -200,6 +252,12 @@ def create_app(
         if request.headers.get("content-type", "").split(";")[0].strip() != ARROW_STREAM:
             raise UsageError(f"send the data as an Arrow IPC stream ({ARROW_STREAM})")
         body = await request.body()
+        principal = principal_calling(node, request, body)
+        if not principal.sees_everything_of(node.name):
+            raise RefusedError(
+                f"only the owner's people and admins publish {node.name}'s products; "
+                f"you are {principal.name} ({principal.role})"
+            )
         keys = [k for k in key.split(",") if k]
         result = await run_in_threadpool(_publish_arrow, node, name, body, mode, keys)
         return dict(result)
@@ -236,7 +294,7 @@ def create_app(
     ) -> Any:
         started = time.perf_counter()
         try:
-            principal = principal_calling(node, http_request)
+            principal = principal_calling(node, http_request, await http_request.body())
             if format == "json":
                 reader = await run_in_threadpool(
                     functools.partial(node.query, request.sql, principal=principal)
@@ -263,57 +321,25 @@ def create_app(
         return response
 
     @app.post("/api/v1/explain", tags=["sql"])
-    def explain(request: ExplainRequest, http_request: Request) -> dict[str, Any]:
-        principal = principal_calling(node, http_request)
-        if request.analyze:
-            return node.analyze(request.sql, principal).report()
-        plan = node.plan(request.sql)
-        return {"plan": plan.to_dict(), "text": plan.explain()}
+    async def explain(request: ExplainRequest, http_request: Request) -> dict[str, Any]:
+        principal = principal_calling(node, http_request, await http_request.body())
+        return await run_in_threadpool(_explain, node, request, principal)
 
     return app
 
 
-def principal_calling(node: Node, request: Request) -> Principal:
-    """Who asks: the user of a bearer token (checked: hub-signed, unexpired, unrevoked), or
-    an anonymous caller, who sees what every member sees."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return Principal.anonymous()
-    return principal_of(token.strip(), node.membership)
+def _certify(node: Node, caller: str, public_key_pem: bytes) -> bytes:
+    hours = node.home.settings.tls_cert_hours
+    issued = Authority.load(tls_dir(node.home)).issue(caller, public_key_pem, hours)
+    audit.record(node.home, "certificate", f"node:{caller}", hours=hours)
+    return issued
 
 
-def member_calling(node: Node, request: Request) -> str:
-    """The member that signed this bodiless request; TokenError if none did."""
-    caller = verify_caller(node, request, b"", required=True)
-    if caller is None:  # required=True never gives None; this keeps the type exact
-        raise TokenError("this endpoint is for nodes of the mesh: sign the request")
-    return caller
-
-
-def verify_caller(node: Node, request: Request, body: bytes, *, required: bool) -> str | None:
-    """The member that signed this request; TokenError if the signature is bad."""
-    header = request.headers.get("authorization", "")
-    if not header:
-        if required:
-            raise TokenError("this endpoint is for nodes of the mesh: sign the request")
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme != AUTH_SCHEME:
-        raise TokenError(f"unknown authorization scheme {scheme!r}; want {AUTH_SCHEME}")
-    caller = request_caller(token)
-    member = node.membership.members().get(caller)
-    if member is None:
-        raise TokenError(f"'{caller}' is not a member of this mesh")
-    read_request_token(
-        token,
-        member.public_key,
-        audience=node.name,
-        method=request.method,
-        path=request.url.path,
-        body=body,
-    )
-    return caller
+def _explain(node: Node, request: ExplainRequest, principal: Principal) -> dict[str, Any]:
+    if request.analyze:
+        return node.analyze(request.sql, principal).report()
+    plan = node.plan(request.sql)
+    return {"plan": plan.to_dict(), "text": plan.explain()}
 
 
 def _publish_arrow(
@@ -362,9 +388,13 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().split("\n")[0]
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, refusals: RefusalLog | None = None) -> None:
     @app.exception_handler(ShoalError)
-    async def shoal_error(_: Request, exc: ShoalError) -> JSONResponse:
+    async def shoal_error(request: Request, exc: ShoalError) -> JSONResponse:
+        if isinstance(exc, RefusedError) and refusals is not None:
+            who = claimed_caller(request.headers.get("authorization", ""))
+            where = f"{request.method} {request.url.path}"
+            await run_in_threadpool(refusals.record, who, where, exc.message)
         return JSONResponse(exc.to_dict(), status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)

@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import socket
-import threading
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,10 +30,13 @@ import uvicorn
 from shoal.durable import atomic_write
 from shoal.errors import ConflictError, UsageError
 from shoal.mesh.health import PeerHealth
+from shoal.mesh.tls import NodeTLS
 from shoal.node import Node
-from shoal.server.flight import ShoalFlightServer
+from shoal.server.flight import FlightListener
 from shoal.server.http import create_app
 from shoal.server.metrics import Metrics
+from shoal.server.peer import PeerAwareH11
+from shoal.server.renewal import Renewer
 from shoal.server.sync import MeshSync
 
 __all__ = ["Listen", "parse_listen", "read_run_file", "run_file", "serve"]
@@ -114,10 +117,24 @@ def serve(
     flight_at = parse_listen(flight, "--flight")
     for url, what in ((advertise, "--advertise"), (advertise_flight, "--advertise-flight")):
         if url is not None and not urlsplit(url).netloc:
-            raise UsageError(f"invalid {what} URL {url!r}: want e.g. http://shop-pc:7400")
+            raise UsageError(f"invalid {what} URL {url!r}: want e.g. https://shop-pc:7400")
     node = Node.open(home_root)
+    tls_on = node.home.settings.tls
+    schemes = ("https", "grpc+tls") if tls_on else ("http", "grpc")
+    for url, what, scheme in (
+        (advertise, "--advertise", schemes[0]),
+        (advertise_flight, "--advertise-flight", schemes[1]),
+    ):
+        if url is not None and urlsplit(url).scheme != scheme:
+            raise UsageError(
+                f"{what} {url!r} must be a {scheme}:// URL: this node serves "
+                + ("TLS" if tls_on else "without TLS (setting tls: false)")
+            )
     with _serving_lock(home_root):
         node.membership.found()  # the first node of a mesh is its hub
+        tls = NodeTLS(home_root)
+        if tls_on:
+            tls.require()
         health = PeerHealth()
         node.health = health
         node.replicator.health = health
@@ -127,8 +144,13 @@ def serve(
         metrics = Metrics(node)
         sock = _bind(http_at)
         try:
-            flight_server = ShoalFlightServer(
-                node, f"grpc://{flight_at.host}:{flight_at.port}", metrics
+            flight_listener = FlightListener(
+                node,
+                schemes[1],
+                _url_host(flight_at.host),
+                flight_at.port,
+                metrics,
+                tls if tls_on else None,
             )
         except Exception as exc:
             sock.close()
@@ -136,8 +158,8 @@ def serve(
         http_port = sock.getsockname()[1]
         flight_host = _url_host(_advertised_host(advertise, flight_at.host))
         urls = {
-            "http": advertise or f"http://{_url_host(http_at.host)}:{http_port}",
-            "flight": advertise_flight or f"grpc://{flight_host}:{flight_server.port}",
+            "http": advertise or f"{schemes[0]}://{_url_host(http_at.host)}:{http_port}",
+            "flight": advertise_flight or f"{schemes[1]}://{flight_host}:{flight_listener.port}",
         }
         if http_at.host in _ANY_ADDRESS and advertise is None:
             log.warning("listening on all addresses: pass --advertise with a reachable URL")
@@ -146,46 +168,84 @@ def serve(
         run_path = run_file(home_root)
         run_path.parent.mkdir(exist_ok=True)
         atomic_write(run_path, json.dumps(info).encode())
-        flight_thread = threading.Thread(target=flight_server.serve, name="flight", daemon=True)
-        flight_thread.start()
+        flight_listener.start()
+        serving = _Serving(node, health, metrics, sock, info, flight_listener)
+        if tls_on:
+            serving.tls_context = tls.server_context()
         try:
-            asyncio.run(_main(node, health, metrics, sock, info, on_ready))
+            asyncio.run(_main(serving, on_ready))
         finally:
             run_path.unlink(missing_ok=True)
-            flight_server.shutdown()
+            flight_listener.shutdown()
             node.fragment_client.close()
             sock.close()
 
 
-async def _main(
-    node: Node,
-    health: PeerHealth,
-    metrics: Metrics,
-    sock: socket.socket,
-    info: dict[str, Any],
-    on_ready: Callable[[dict[str, Any]], None] | None,
-) -> None:
+@dataclass
+class _Serving:
+    """What one `serve` runs: the node, its listeners and what they share."""
+
+    node: Node
+    health: PeerHealth
+    metrics: Metrics
+    sock: socket.socket
+    info: dict[str, Any]
+    flight: FlightListener
+    tls_context: ssl.SSLContext | None = None
+
+    def renewed(self) -> None:
+        """Serve the renewed certificate: new HTTP handshakes at once, Flight restarted,
+        and this node's own calls on new connections."""
+        tls = NodeTLS(self.node.home.root)
+        if self.tls_context is not None:
+            tls.reload(self.tls_context)
+            self.flight.restart()
+        self.node.fragment_client.close()
+
+
+async def _main(serving: _Serving, on_ready: Callable[[dict[str, Any]], None] | None) -> None:
+    node = serving.node
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    sync = MeshSync(node, health)
-    app = create_app(node, metrics, on_gossip=sync.wake)
+    sync = MeshSync(node, serving.health)
+    app = create_app(node, serving.metrics, on_gossip=sync.wake)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    if serving.tls_context is not None:
+        context = serving.tls_context
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http=PeerAwareH11,
+            ssl_context_factory=lambda _config, _default: context,
+        )
     server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    syncing = asyncio.create_task(sync.run())
-    while not server.started and not serving.done():
+
+    def renewed() -> None:
+        serving.renewed()
+        sync.renewed()
+
+    tasks = {
+        asyncio.create_task(sync.run()),
+        asyncio.create_task(Renewer(node, renewed).run()),
+    }
+    running = asyncio.create_task(server.serve(sockets=[serving.sock]))
+    while not server.started and not running.done():
         await asyncio.sleep(0.01)
-    if on_ready is not None and not serving.done():
-        on_ready(info)
+    if on_ready is not None and not running.done():
+        on_ready(serving.info)
     stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
-    syncing.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await syncing
-    await serving
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await running
     stopping.cancel()
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from shoal.mesh.catalog import CatalogEntry
 from shoal.mesh.health import PeerHealth
 from shoal.mesh.membership import Member
 from shoal.mesh.peers import signed_headers
+from shoal.mesh.tls import NodeTLS, server_name
 from shoal.node import Node
 
 __all__ = ["MeshSync"]
@@ -61,8 +63,23 @@ class MeshSync:
         """Run until cancelled."""
         self._loop = asyncio.get_running_loop()
         timeout = httpx.Timeout(max(1.0, self.interval), connect=max(0.5, self.interval))
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with httpx.AsyncClient(timeout=timeout, verify=self._verify()) as client:
             await asyncio.gather(self._watch(client), self._peers(client), self._replicate())
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        """Mutual TLS with the mesh CA (plain HTTP peers are called without it)."""
+        tls = NodeTLS(self.node.home.root)
+        if not tls.ready():
+            return True
+        self._context = tls.client_context()
+        return self._context
+
+    _context: ssl.SSLContext | None = None
+
+    def renewed(self) -> None:
+        """A new certificate: new connections to peers show it."""
+        if self._context is not None:
+            NodeTLS(self.node.home.root).reload(self._context)
 
     # -- own products -------------------------------------------------------------------
     async def _watch(self, client: httpx.AsyncClient) -> None:
@@ -94,7 +111,9 @@ class MeshSync:
         headers = signed_headers(self.node.home, peer.name, "POST", GOSSIP_PATH, body)
         headers["content-type"] = "application/json"
         try:
-            response = await client.post(peer.http + GOSSIP_PATH, content=body, headers=headers)
+            response = await client.post(
+                peer.http + GOSSIP_PATH, content=body, headers=headers, extensions=_named(peer)
+            )
             if response.status_code >= 400:
                 log.warning("peer %s refused our news: %s", peer.name, response.text[:200])
         except httpx.HTTPError as exc:
@@ -135,7 +154,7 @@ class MeshSync:
         """Ping `peer` and, if it answers, pull its changes."""
         started = time.perf_counter()
         try:
-            response = await client.get(peer.http + "/health")
+            response = await client.get(peer.http + "/health", extensions=_named(peer))
             response.raise_for_status()
         except httpx.HTTPError as exc:
             self.health.missed(peer.name, str(exc) or type(exc).__name__)
@@ -146,7 +165,10 @@ class MeshSync:
         headers = signed_headers(self.node.home, peer.name, "GET", path)
         try:
             response = await client.get(
-                peer.http + path, params={"since": since, "epoch": epoch}, headers=headers
+                peer.http + path,
+                params={"since": since, "epoch": epoch},
+                headers=headers,
+                extensions=_named(peer),
             )
             response.raise_for_status()
             news = response.json()
@@ -159,3 +181,8 @@ class MeshSync:
             log.warning("pulling the catalog from %s failed: %s", peer.name, exc)
         except Exception:
             log.exception("merging the catalog from %s failed", peer.name)
+
+
+def _named(peer: Member) -> dict[str, Any]:
+    """Ask for the peer's server name: its certificate must be that node's."""
+    return {"sni_hostname": server_name(peer.name)}
