@@ -6,7 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("publish.py", "log.py", "federated.py", "security.py", "replication.py")
+BENCHMARKS = (
+    "publish.py",
+    "log.py",
+    "federated.py",
+    "security.py",
+    "replication.py",
+    "compare.py",
+)
 
 
 def main() -> int:

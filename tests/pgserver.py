@@ -4,7 +4,8 @@ The server's binaries come from the machine (`make test` installs Debian's postg
 package when they are missing, see scripts/ensure-postgres.sh). The cluster lives in a
 temporary folder, listens on 127.0.0.1 only (its unix socket stays in that folder), and
 asks for a password (scram-sha-256) on every connection. initdb refuses to run as root,
-so under root the server runs as the `postgres` system user.
+so under root the server runs as the `postgres` system user. `user` is the cluster's
+bootstrap superuser, so `url` may also create extensions and foreign servers.
 """
 
 from __future__ import annotations
@@ -50,13 +51,18 @@ def _free_port() -> int:
 class PostgresServer:
     """Start with `start()`, stop with `stop()` (safe to call after a failed start).
 
-    `url` connects as `user`, who owns the cluster and logs in with `password`.
+    `url` connects as `user`, who owns the cluster (a superuser) and logs in with `password`.
+    `settings` are extra server settings (e.g. {"shared_buffers": "128MB"}) written to the
+    cluster's postgresql.conf; `parent` is the folder to make the cluster's folder in (the
+    system's temporary folder by default), for clusters too big for it.
     """
 
     user = "shoal_test"
     password = "s3cret-pw"
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, settings: dict[str, str] | None = None, parent: Path | None = None
+    ) -> None:
         self.bin = find_pg_bin()
         self._as_root = os.geteuid() == 0
         if self._as_root:
@@ -67,7 +73,8 @@ class PostgresServer:
                     "running as root needs a `postgres` system user to run the server; "
                     + INSTALL_HINT
                 ) from None
-        self.root = Path(tempfile.mkdtemp(prefix="shoal-pg-"))
+        self.settings = dict(settings or {})
+        self.root = Path(tempfile.mkdtemp(prefix="shoal-pg-", dir=parent))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = _free_port()
@@ -93,10 +100,24 @@ class PostgresServer:
             "--encoding=UTF8",
             "--no-sync",
         )  # fmt: skip
+        if self.settings:
+            # The config file, not `-o`: pg_ctl hands `-o` to a shell, values would need quoting.
+            with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
+                for name, value in self.settings.items():
+                    quoted = value.replace("'", "''")
+                    conf.write(f"{name} = '{quoted}'\n")
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._started = True  # from here on a stop is needed, even if the start fails
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
         return self
+
+    @property
+    def postmaster_pid(self) -> int | None:
+        """The running server's main process id, or None when it is not running."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None
 
     def stop(self) -> None:
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,71 @@ def test_replication_benchmark_quick(tmp_path):
     )
     knobs = ("--quick", "--runs", "--results", "--data-dir", "--size-mb", "--publishes", "--rows")
     assert all(knob in done.stdout for knob in knobs)
+
+
+@pytest.mark.postgres
+def test_postgres_peer_quick(tmp_path):
+    """The postgres_fdw federation and the single PostgreSQL agree with DuckDB on every query,
+    are timed, and every cluster is stopped and removed afterwards."""
+    # Not under tmp_path: under root the clusters run as `postgres`, who cannot enter it.
+    clusters = Path(tempfile.mkdtemp(prefix="shoal-peer-"))
+    clusters.chmod(0o755)
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH / "postgres_peer.py"),
+                "--quick",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--cluster-dir",
+                str(clusters),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+        for query in ("Q1", "Q2", "Q3", "Q4", "Q5", "Q6"):
+            timed = rf"^  {query} .*: postgres_fdw [\d.]+ ms, single postgres [\d.]+ ms, duckdb "
+            assert re.search(timed, done.stdout, re.MULTILINE), done.stdout
+        assert "stopped 6 PostgreSQL clusters" in done.stdout
+        assert list(clusters.iterdir()) == []
+    finally:
+        shutil.rmtree(clusters, ignore_errors=True)
+
+
+@pytest.mark.postgres
+@pytest.mark.multiprocess
+def test_compare_benchmark_quick(tmp_path):
+    """Shoal, DuckDB and postgres_fdw side by side: every section of the report is there,
+    the plots are drawn, and the PostgreSQL clusters are gone afterwards."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "compare.py"),
+            "--quick",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--results",
+            str(tmp_path / "RESULTS.md"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout[-3000:]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "<!-- bench:compare -->" in text
+    for query in ("Q1", "Q2", "Q3", "Q4", "Q5", "Q6"):
+        assert re.search(rf"^\| {query} .*\| [\d.]+x", text, re.MULTILINE), text
+    assert "| shoal | 2 |" in text and "| postgres_fdw | 2 |" in text
+    assert "Scale: nodes" in text and "Scale: rows" in text
+    for plot in ("scale-nodes.png", "scale-rows.png"):
+        assert (tmp_path / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![scale-nodes](plots/scale-nodes.png)" in text
+    assert done.stdout.count("stopped") >= 3  # every federation it started was stopped
