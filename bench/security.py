@@ -57,7 +57,7 @@ def _masked(sql: str, secret: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2_500_000, help="orders per store node")
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per query and setting")
+    parser.add_argument("--runs", type=int, default=15, help="timed runs per query and setting")
     parser.add_argument("--quick", action="store_true", help="3 stores, small data, 2 runs")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where data is cached")
     parser.add_argument("--results", type=Path, default=None, help="RESULTS.md to update")
@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         if problem:
                             raise SystemExit(f"{name} ({setting}): answer differs: {problem}")
-                    for _ in range(runs):
-                        for setting, (client, _) in clients.items():
+                    for round_ in range(runs):
+                        # Which mesh goes first alternates, so neither always follows.
+                        order = list(clients.items())[:: 1 if round_ % 2 == 0 else -1]
+                        for setting, (client, _) in order:
                             t0 = time.perf_counter()
                             client.sql(ours)
                             timings[name][setting].append(time.perf_counter() - t0)
@@ -152,17 +154,25 @@ def _report(
         "and filters analysts' rows by `amount >= :min_amount`; asked with an analyst's "
         f"token, checked by each serving node. Target: on/off at most {TARGET}x.",
         "",
-        "| query | off median ms (min-max) | on median ms (min-max) | on/off | target |",
-        "|---|---|---|---|---|",
+        "The ratio that decides is the median of the per-round ratios: each round runs a "
+        "query once on each mesh, back to back, so both see the same moment of this shared "
+        "machine; the ratio of the two medians is shown beside it.",
+        "",
+        "| query | off median ms (min-max) | on median ms (min-max) | on/off, median of "
+        "rounds | on/off, of medians | target |",
+        "|---|---|---|---|---|---|",
     ]
     for name in ASKED:
         off, on = stats(timings[name]["off"]), stats(timings[name]["on"])
-        ratio = on["median"] / off["median"] if off["median"] else float("nan")
-        met = "met" if ratio <= TARGET else "missed"
+        of_medians = on["median"] / off["median"] if off["median"] else float("nan")
+        paired = statistics.median(
+            b / a for a, b in zip(timings[name]["off"], timings[name]["on"], strict=True)
+        )
+        met = "met" if paired <= TARGET else "missed"
         lines.append(
             f"| {name} | {off['median'] * 1000:.1f} ({off['min'] * 1000:.1f}-"
             f"{off['max'] * 1000:.1f}) | {on['median'] * 1000:.1f} ({on['min'] * 1000:.1f}-"
-            f"{on['max'] * 1000:.1f}) | {ratio:.2f}x | {met} |"
+            f"{on['max'] * 1000:.1f}) | {paired:.2f}x | {of_medians:.2f}x | {met} |"
         )
     return "\n".join(lines) + "\n"
 
