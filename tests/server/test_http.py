@@ -64,6 +64,20 @@ def test_health_metrics_openapi(client):
     assert "/api/v1/query" in spec["paths"]
 
 
+def test_health_news_moves_with_the_catalog_and_the_members(client, hub):
+    """Peers pull a node's catalog only when the digest its /health carries moved, so every
+    change a pull would bring must move it, and nothing else may."""
+    first = client.get("/health").json()["news"]
+    assert len(first) == 16 and client.get("/health").json()["news"] == first
+    hub.publish_table("orders", pa.table({"id": [7], "amount": [1.5]}))
+    hub.refresh_catalog()
+    after_publish = client.get("/health").json()["news"]
+    assert after_publish != first
+    token, _ = Invites(hub.home, hub.membership).issue("berlin", "eu-de", 600)
+    Invites(hub.home, hub.membership).redeem(token, generate_key().public_bytes)
+    assert client.get("/health").json()["news"] not in (first, after_publish)
+
+
 def test_unknown_route_and_method(client):
     _assert_json_error(client.get("/api/v1/nope"), 404, "NotFoundError")
     _assert_json_error(client.delete("/api/v1/products"), 405)

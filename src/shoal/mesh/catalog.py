@@ -134,6 +134,11 @@ class Catalog:
     def epoch(self) -> str:
         return str(self._state()["epoch"])
 
+    def position(self) -> tuple[str, int]:
+        """(epoch, change counter): any change to the catalog moves it."""
+        state = self._state()
+        return str(state["epoch"]), int(state["counter"])
+
     def _parsed(self) -> dict[str, CatalogEntry]:
         """Every entry by key, parsed once per change of the file (queries read them all)."""
         state = self._state()

@@ -9,6 +9,7 @@ still be trusted; a record that does not verify is dropped and logged.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -132,10 +133,10 @@ class Membership:
         revoked: their calls, catalog entries and copies count for nothing."""
         state = self._state()
         if self._cache_key != self._file.generation:
-            hub_public = public_key_from_bytes(base64.b64decode(state["hub_key"]))
+            hub_key = base64.b64decode(state["hub_key"])
             members = {}
             for record in state.get("members", []):
-                member = _verified(record, hub_public)
+                member = _verified(record, hub_key)
                 if member is not None:
                     members[member.name] = member
             hub = members.get(str(state["hub"]))
@@ -316,14 +317,14 @@ class Membership:
         changed: list[str] = []
         with mesh_lock(self.home.root):
             state = self._state()
-            hub_public = public_key_from_bytes(base64.b64decode(state["hub_key"]))
+            hub_key = base64.b64decode(state["hub_key"])
             current = {}
             for record in state.get("members", []):
-                member = _verified(record, hub_public)
+                member = _verified(record, hub_key)
                 if member is not None:
                     current[member.name] = member
             for record in records:
-                member = _verified(record, hub_public)
+                member = _verified(record, hub_key)
                 if member is None or not _is_news(member, current.get(member.name)):
                     continue
                 current[member.name] = member
@@ -345,16 +346,34 @@ def _is_news(new: Member, old: Member | None) -> bool:
     return new_at > old_at
 
 
-def _verified(record: object, hub_public: Ed25519PublicKey) -> Member | None:
+def _verified(record: object, hub_key: bytes) -> Member | None:
     """The member a relayed record describes, or None (logged) if it does not verify."""
     if not isinstance(record, dict):
         return None
+    certificate, announcement = record.get("certificate", ""), record.get("announcement") or ""
+    if not isinstance(certificate, str) or not isinstance(announcement, str):
+        log.warning("dropped a member record whose tokens are not text")
+        return None
+    return _verified_tokens(certificate, announcement, hub_key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified_tokens(
+    certificate_token: str, announcement_token: str, hub_key: bytes
+) -> Member | None:
+    """Verify one member record's certificate and announcement (two Ed25519 checks).
+
+    Every node pulls every member's record from every peer each ping interval, and checking
+    them all again was most of an idle node's CPU (16 peers: over 500 checks a second). The
+    tokens carry no expiry, so a record's answer never changes: each distinct one is checked
+    once. A bad record is logged once, too.
+    """
     try:
-        certificate = read_certificate(record.get("certificate", ""), hub_public)
+        certificate = read_certificate(certificate_token, public_key_from_bytes(hub_key))
         announcement = None
-        if record.get("announcement"):
+        if announcement_token:
             announcement = read_announcement(
-                record["announcement"], public_key_from_bytes(certificate.public_key)
+                announcement_token, public_key_from_bytes(certificate.public_key)
             )
             if announcement.name != certificate.name:
                 raise TokenError("the announcement is for another node")

@@ -40,6 +40,7 @@ from shoal.server.auth import member_calling, principal_calling
 from shoal.server.limits import BodyLimit
 from shoal.server.metrics import Metrics
 from shoal.server.refusals import RefusalLog, claimed_caller
+from shoal.server.sync import news_digest
 
 __all__ = ["ARROW_STREAM", "create_app"]
 
@@ -142,7 +143,10 @@ def create_app(
     # -- health and metrics -------------------------------------------------------------
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, Any]:
-        return {"status": "ok", "node": node.name, "time": time.time()}
+        answer: dict[str, Any] = {"status": "ok", "node": node.name, "time": time.time()}
+        if node.membership.joined():
+            answer["news"] = news_digest(node)
+        return answer
 
     @app.get("/metrics", tags=["operations"], responses={200: {"content": {"text/plain": {}}}})
     def prometheus() -> Response:
