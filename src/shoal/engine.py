@@ -279,13 +279,21 @@ def _one_statement(sql: str, *, explained: bool = False) -> tuple[Any, str]:
             f"{where}exactly one SQL statement per call is allowed; got {len(statements)}"
         )
     statement = statements[0]
-    if statement.type not in allowed:
-        kind = statement.type.name
+    try:
+        kind_of = statement.type
+    except ValueError:
+        # A statement DuckDB parses but its Python enum has no name for (`CONNECT` in
+        # DuckDB 2.0 is type 31): not a SELECT, so refused like any other.
+        raise LockdownError(
+            "this kind of statement is not allowed; only one read-only SELECT per call"
+        ) from None
+    if kind_of not in allowed:
+        kind = kind_of.name
         where = "EXPLAIN of " if explained else ""
         raise LockdownError(
             f"{where}{kind} statements are not allowed; only one read-only SELECT per call"
         )
-    return statement.type, str(statement.query)
+    return kind_of, str(statement.query)
 
 
 def _explained(text: str) -> str:

@@ -104,6 +104,7 @@ ESCAPES = [
     Escape("attach_memory", "ATTACH ':memory:' AS other", L),
     Escape("attach_file", "ATTACH '{out}' AS other", L),
     Escape("detach", "DETACH memory", L),
+    Escape("connect", "CONNECT memory", L),  # a statement type DuckDB's Python enum cannot name
     Escape("use", "USE memory", L),
     # changing anything
     Escape("create_table", "CREATE TABLE t AS SELECT 1", L),
