@@ -18,10 +18,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-# PostgreSQL's server binaries are needed by the source tests (and later benchmarks); install
-# Debian's package when they are missing.
+# PostgreSQL's server binaries (source tests, benchmarks) and iproute2 (the fault tests'
+# network namespaces) are needed; install Debian's packages when they are missing.
 system-deps:
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-netlab.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

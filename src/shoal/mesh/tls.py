@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ RENEW_WHEN_LEFT = 1 / 3
 # Certificates are valid from a little before they are made, so a peer whose clock is a few
 # minutes behind the hub's does not refuse them; that part does not count as their life.
 CERT_BACKDATE = datetime.timedelta(minutes=10)
+
+
+# One PEM block (certificate or key) with its line end; node.pem holds the chain, then the key.
+_PEM_BLOCK = re.compile(rb"-----BEGIN [A-Z0-9 ]+-----.*?-----END [A-Z0-9 ]+-----\r?\n?", re.S)
 
 
 def server_name(node: str) -> str:
@@ -151,9 +156,13 @@ class NodeTLS:
 
     def certificate_and_key(self) -> tuple[bytes, bytes]:
         """The certificate and key PEM apart (Flight takes them so)."""
-        pem = self.node_pem()
-        start = pem.index(b"-----BEGIN PRIVATE KEY-----")
-        return pem[:start], pem[start:]
+        certificates, key = b"", b""
+        for block in _PEM_BLOCK.findall(self.node_pem()):
+            if block.startswith(b"-----BEGIN CERTIFICATE-----"):
+                certificates += block
+            else:
+                key += block
+        return certificates, key
 
     def expires(self) -> datetime.datetime:
         return self.certificate().not_valid_after_utc
