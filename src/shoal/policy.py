@@ -28,11 +28,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from shoal.contracts import Contract
 from shoal.durable import atomic_write
@@ -58,6 +58,20 @@ BUILT_IN_ROLES = ("admin", "owner", "analyst", "auditor")
 MAX_POLICY_BYTES = 256 * 1024
 _ATTRIBUTE = re.compile(r":([a-z][a-z0-9_]{0,62})\b")
 _ROLE = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+def _role_name(role: str) -> str:
+    if not re.match(_ROLE, role):
+        raise ValueError(f"invalid role name {role!r}")
+    return role
+
+
+RoleName = Annotated[str, AfterValidator(_role_name)]
+
+
+def _digest(model: BaseModel) -> str:
+    """Sixteen hex digits that change whenever the model's content does (cache keys)."""
+    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,7 @@ class ProductPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    readers: list[str] | None = Field(
+    readers: list[RoleName] | None = Field(
         default=None, max_length=100, description="roles that may read; None: every member"
     )
     grants: dict[str, list[str]] = Field(
@@ -127,16 +141,8 @@ class ProductPolicy(BaseModel):
     columns: dict[str, ColumnRule] = Field(default_factory=dict)
     row_filters: list[RowFilter] = Field(default_factory=list, max_length=100)
 
-    @field_validator("readers")
-    @classmethod
-    def _roles(cls, value: list[str] | None) -> list[str] | None:
-        for role in value or []:
-            if not re.match(_ROLE, role):
-                raise ValueError(f"invalid role name {role!r}")
-        return value
-
     def digest(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        return _digest(self)
 
 
 class MeshRules(BaseModel):
@@ -150,21 +156,13 @@ class MeshRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    readers: list[str] | None = Field(default=None, max_length=100)
+    readers: list[RoleName] | None = Field(default=None, max_length=100)
     floors: dict[Literal["restricted", "confidential", "pii"], Literal["mask", "deny"]] = Field(
         default_factory=dict
     )
 
-    @field_validator("readers")
-    @classmethod
-    def _roles(cls, value: list[str] | None) -> list[str] | None:
-        for role in value or []:
-            if not re.match(_ROLE, role):
-                raise ValueError(f"invalid role name {role!r}")
-        return value
-
     def digest(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        return _digest(self)
 
     def floor_of(self, column: Any) -> str | None:
         """The strongest floor that applies to a contract column (None: no floor)."""
