@@ -1,14 +1,13 @@
 """Signing in-process test clients as a node: Starlette's TestClient is built on httpx2,
 whose `Auth` is its own class, so the node signer (`shoal.credentials.SignedByNode`) is
-mirrored for it here."""
+mirrored for it here, over the same signing step."""
 
 from __future__ import annotations
 
 import httpx2
 
 from shoal.config import Home
-from shoal.mesh.tokens import sign_request
-from shoal.mesh.wire import AUTH_SCHEME
+from shoal.mesh.peers import signed_headers
 
 
 class NodeSigner(httpx2.Auth):
@@ -21,13 +20,9 @@ class NodeSigner(httpx2.Auth):
         self.audience = audience
 
     def auth_flow(self, request):
-        token = sign_request(
-            self.home.key(),
-            self.home.settings.name,
-            self.audience,
-            request.method,
-            request.url.path,
-            request.content,
+        request.headers.update(
+            signed_headers(
+                self.home, self.audience, request.method, request.url.path, request.content
+            )
         )
-        request.headers["authorization"] = f"{AUTH_SCHEME} {token}"
         yield request

@@ -23,10 +23,9 @@ import httpx
 from shoal.config import Home
 from shoal.errors import NotFoundError, UnavailableError
 from shoal.mesh.membership import Membership
+from shoal.mesh.peers import signed_headers
 from shoal.mesh.tls import NodeTLS, server_name, user_context
-from shoal.mesh.tokens import sign_request
 from shoal.mesh.users import Profile
-from shoal.mesh.wire import AUTH_SCHEME
 
 __all__ = ["Credentials", "SignedByNode", "of_home", "of_profile"]
 
@@ -54,15 +53,11 @@ class SignedByNode(httpx.Auth):
         self.audience = audience
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        token = sign_request(
-            self.home.key(),
-            self.home.settings.name,
-            self.audience,
-            request.method,
-            request.url.path,
-            request.content,
+        request.headers.update(
+            signed_headers(
+                self.home, self.audience, request.method, request.url.path, request.content
+            )
         )
-        request.headers["authorization"] = f"{AUTH_SCHEME} {token}"
         yield request
 
 
