@@ -57,7 +57,9 @@ def _masked(sql: str, secret: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2_500_000, help="orders per store node")
-    parser.add_argument("--runs", type=int, default=15, help="timed runs per query and setting")
+    parser.add_argument(
+        "--runs", type=int, default=40, help="timed rounds per query (one run per setting each)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 stores, small data, 2 runs")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where data is cached")
     parser.add_argument("--results", type=Path, default=None, help="RESULTS.md to update")

@@ -165,3 +165,23 @@ def test_compare_benchmark_quick(tmp_path):
         assert (tmp_path / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![scale-nodes](plots/scale-nodes.png)" in text
     assert done.stdout.count("stopped") >= 3  # every federation it started was stopped
+
+
+def test_make_bench_reports_its_minutes_against_the_budget(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import run_all
+
+    within = run_all.report({"publish.py": 1.5, "compare.py": 12.0}, [])
+    assert "13.5 minutes, within the 20-minute budget" in within
+    assert "| compare.py | 12.0 |" in within
+    over = run_all.report({"publish.py": 2.0, "compare.py": 28.4}, ["compare.py"])
+    assert "30.4 minutes, OVER the 20-minute budget" in over
+    assert "| compare.py (FAILED) | 28.4 |" in over
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run_all.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "--quick" in done.stdout and "--results" in done.stdout
