@@ -13,14 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import shoal.products.replicas as replicas_module
-from shoal.contracts import Contract
+from shoal.contracts import Contract, dump_contract
 from shoal.errors import NotFoundError, RefusedError, TokenError, UnavailableError, UsageError
 from shoal.events import read_events
 from shoal.log import Checkpoint, HistoryError
 from shoal.merkle import root_from_leaf_hashes
 from shoal.mesh.invites import Invites
 from shoal.mesh.placement import choose_holders, residency_of
-from shoal.mesh.replication import verify_answer
+from shoal.mesh.replication import residency_of_text, verify_answer
 from shoal.mesh.tokens import read_announcement, sign_announcement
 from shoal.node import Node
 from shoal.policy import Principal
@@ -59,6 +59,23 @@ def test_residency_comes_from_the_contract(value, allowed, refused):
 def test_a_malformed_residency_is_a_clear_error(value):
     with pytest.raises(UsageError, match="residency must be a region"):
         residency_of(_contract(value), "eu-de")
+
+
+def test_the_residency_of_a_contract_text_is_parsed_once_and_follows_its_text():
+    # Every replication round asks for every product's rule: the parse is kept per text.
+    residency_of_text.cache_clear()
+    only_fr, anywhere = dump_contract(_contract("eu-fr")), dump_contract(_contract("any"))
+    first = residency_of_text(only_fr, "eu-de")
+    again = residency_of_text(only_fr, "eu-de")
+    assert again is first and residency_of_text.cache_info().hits == 1
+    assert not first.allows("eu-de") and first.allows("eu-fr")
+    # A changed contract (or owner region) is a new key, never the old answer.
+    assert residency_of_text(anywhere, "eu-de").allows("us-ca")
+    assert residency_of_text(dump_contract(_contract(None)), "us-ca").allows("us-ca")
+    with pytest.raises(UsageError):
+        residency_of_text("apiVersion: [", "eu-de")
+    with pytest.raises(UsageError):  # an unreadable contract is refused every time
+        residency_of_text("apiVersion: [", "eu-de")
 
 
 def test_rendezvous_choice_is_stable_and_moves_little():

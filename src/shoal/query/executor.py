@@ -31,11 +31,15 @@ def execute_plan(
     *,
     memory_limit: str = "2GB",
     threads: int = 0,
-    max_parallel: int = 8,
+    max_parallel: int = 32,
     profile: QueryProfile | None = None,
     on_done: Callable[[QueryProfile], None] | None = None,
 ) -> pa.RecordBatchReader:
     """Run `plan`; fragments go to `run_fragment`, which may run them anywhere.
+
+    Up to `max_parallel` fragments are asked at once. The threads mostly wait on the
+    network, and a mesh of 16 stores on their own machines should not be asked in two
+    waves, as the old limit of 8 did; the bound only caps the threads.
 
     With a `profile`, the fragments' rows, bytes and times and the merge time are recorded
     in it (the merge as the returned reader is read; `on_done` runs after its last batch).
