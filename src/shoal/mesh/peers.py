@@ -179,10 +179,11 @@ class FragmentClient:
             return client
 
     def _forget(self, member: Member) -> None:
+        # Not closed here: other threads may be mid-call on the same client, and closing it
+        # under them turns their own failover into "FlightClient is closed". The next call
+        # makes a new client; this one closes when its last user drops it.
         with self._lock:
-            client = self._clients.pop(member.flight, None)
-        if client is not None:
-            client.close()
+            self._clients.pop(member.flight, None)
 
     def close(self) -> None:
         """Close every connection (also after a renewal: new ones show the new certificate)."""
