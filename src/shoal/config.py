@@ -97,6 +97,12 @@ class Settings(BaseModel):
         ge=0,
         description="Seconds between re-hashes of every stored file; 0 scrubs only on verify.",
     )
+    replication_max_mbps: float = Field(
+        default=0.0,
+        ge=0,
+        description="Most MB/s this node's replica downloads use together, so catching up "
+        "leaves room on a shared line; 0 means no limit.",
+    )
     max_upload_mb: int = Field(
         default=1024,
         ge=1,

@@ -50,6 +50,7 @@ from shoal.mesh.membership import Member, Membership
 from shoal.mesh.peers import FragmentClient
 from shoal.mesh.placement import MAX_REPLICAS
 from shoal.mesh.replication import HolderView, ReplicationSource, Replicator, holders_of
+from shoal.mesh.throttle import ByteRate
 from shoal.mesh.tokens import SeenRequests, peek_join_token
 from shoal.names import check_name, is_valid_name
 from shoal.policy import (
@@ -634,6 +635,7 @@ class Node:
             self.health,
             timeout=self.home.settings.query_timeout,
             grace_seconds=self.home.settings.replica_grace,
+            rate=ByteRate.from_megabytes(self.home.settings.replication_max_mbps),
         )
 
     def pull(self, product: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Each test names, in its docstring, what must hold afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import signal
 import threading
@@ -292,3 +293,44 @@ def test_owner_file_that_fails_its_hash_is_fetched_back_from_a_replica(mesh):
     assert data_file.read_bytes() == good
     assert [e["file"] for e in events(nodes["a"].home, "file-repaired")] == [data_file.name]
     assert len(list((nodes["a"].home / "quarantine" / "a" / "sales").iterdir())) == 1
+
+
+def test_downloads_a_crash_left_whole_or_full_length_finish_at_the_next_pull(mesh):
+    """Afterwards: a replica that crashed after its last byte arrived but before the rename
+    (a whole `.part`), or with a part as long as the file but wrong, reaches the new version
+    at its next pull; neither is asked for the bytes after its end (a 416 for ever)."""
+    nodes, tmp_path = mesh
+    nodes["b"].kill()
+    table_dir = nodes["a"].home / "products" / "sales" / "table"
+    before = {p.relative_to(table_dir) for p in table_dir.rglob("*") if p.is_file()}
+    shoal(
+        "publish",
+        "sales",
+        str(write_orders(tmp_path / "more.parquet", 0, 6000)),
+        home=nodes["a"].home,
+    )
+    new = [
+        table_dir / p
+        for p in {p.relative_to(table_dir) for p in table_dir.rglob("*") if p.is_file()} - before
+    ]
+    commits = [p for p in new if p.suffix == ".json"]
+    data = [p for p in new if p.suffix == ".parquet"]
+    assert commits and data, new
+    incoming = nodes["b"].home / "replicas" / "a" / "sales" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    for path in commits:  # whole: only the rename was missing
+        body = path.read_bytes()
+        (incoming / f"{hashlib.sha256(body).hexdigest()}.part").write_bytes(body)
+    for path in data:  # the right length, one byte wrong
+        body = bytearray(path.read_bytes())
+        body[len(body) // 2] ^= 0xFF
+        (incoming / f"{hashlib.sha256(path.read_bytes()).hexdigest()}.part").write_bytes(body)
+    nodes["b"].start()
+    wait_until(
+        lambda: "b" in current_holders(nodes["c"], "a.sales", 2),
+        timeout=60,
+        what="b's copy at version 2",
+    )
+    assert "resuming" not in nodes["b"].log_path.read_text()
+    assert not list(incoming.glob("*.part"))
+    assert shoal("verify", home=nodes["b"].home).returncode == 0

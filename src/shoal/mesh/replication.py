@@ -12,7 +12,8 @@ is signed, numbered and linked to the one before (no rewritten history); the tre
 entries has the checkpoint's root, and the consistency proof from its old checkpoint holds;
 every commit file and data file of the new versions has the SHA-256 and size the signed
 entries give. Files download in parallel, resume after an interruption (HTTP ranges, kept
-under `incoming/`), and are put in place by `ReplicaStore.commit` in one step.
+under `incoming/`), and are put in place by `ReplicaStore.commit` in one step. All of a
+node's downloads share one byte-rate limit (`replication_max_mbps`, none by default).
 
 **Placing.** Each node decides by itself which replicated products it should hold
 (`placement.choose_holders` over the members in allowed regions that are not down for
@@ -72,6 +73,7 @@ from shoal.mesh.health import PeerHealth
 from shoal.mesh.membership import Member, Membership
 from shoal.mesh.peers import signed_headers
 from shoal.mesh.placement import Residency, choose_holders, residency_of
+from shoal.mesh.throttle import ByteRate
 from shoal.mesh.tls import NodeTLS, server_name
 from shoal.mesh.wire import error_from_dict
 from shoal.products.history import ProductHistory
@@ -272,6 +274,7 @@ class Replicator:
         *,
         timeout: float = 30.0,
         grace_seconds: float = 300.0,
+        rate: ByteRate | None = None,
     ) -> None:
         self.home = home
         self.membership = membership
@@ -280,6 +283,7 @@ class Replicator:
         self.health = health
         self.timeout = timeout
         self.grace_seconds = grace_seconds
+        self.rate = rate or ByteRate(0)
         # Copies that may serve: a copy that was down catches up before it serves again.
         # Only a running server gates them (`started`); a CLI command reads what is there.
         self.ready: set[str] = set()
@@ -613,7 +617,12 @@ class Replicator:
                 for chunk in iter(lambda: handle.read(CHUNK), b""):
                     digest.update(chunk)
                     have += len(chunk)
-            if size is not None and have > size:
+            if digest.hexdigest() == sha256 and (size is None or have == size):
+                # Every byte arrived before a crash stopped the rename: asking for the bytes
+                # after the end would get 416 on every pull, for ever.
+                part.replace(done)
+                return done
+            if size is not None and have >= size:
                 part.unlink()
                 digest, have = hashlib.sha256(), 0
         headers = signed_headers(self.home, member.name, "GET", path)
@@ -628,6 +637,11 @@ class Replicator:
                 headers=headers,
                 extensions=_named(member),
             ) as response:
+                if have and response.status_code == 416:
+                    # The part is as long as the file but wrong: start it again.
+                    response.read()
+                    part.unlink(missing_ok=True)
+                    return self._download(client, member, path, name, sha256, size, incoming)
                 if response.status_code >= 400:
                     response.read()
                     _answer(response, member.name)
@@ -638,6 +652,7 @@ class Replicator:
                         handle.write(chunk)
                         digest.update(chunk)
                         have += len(chunk)
+                        self.rate.take(len(chunk))
                         if size is not None and have > size:
                             break
                     handle.flush()
