@@ -56,7 +56,8 @@ def serve_command(
     """Run this node: HTTP control plane, Arrow Flight data plane and mesh sync.
 
     The first node to serve becomes the hub of a new mesh. Stops cleanly on Ctrl-C or
-    SIGTERM. CLI commands on this home keep working while it runs.
+    SIGTERM (requests still running after 8 s are dropped); SIGUSR1 prints every thread's
+    stack. CLI commands on this home keep working while it runs.
     """
 
     # A server works on its own (pulls, refusals, repairs): say what it does, with times.

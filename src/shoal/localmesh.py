@@ -109,9 +109,15 @@ class LocalNode:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            # Its stacks say what it was waiting for (the server prints them on SIGUSR1).
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             self.process.kill()
             self.process.wait()
-            raise ShoalError(f"node {self.name} did not stop within {timeout:g} s") from None
+            log = self.log_path.read_text(errors="replace")
+            raise ShoalError(
+                f"node {self.name} did not stop within {timeout:g} s; its log ends:\n" + log[-6000:]
+            ) from None
         finally:
             self._close()
 

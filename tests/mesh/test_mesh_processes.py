@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -13,6 +15,8 @@ import pytest
 
 from shoal.config import open_home
 from shoal.mesh.peers import FRAGMENT_PATH, signed_headers
+from shoal.mesh.tls import NodeTLS, server_name
+from shoal.server.runtime import STOP_GRACE
 
 from .processes import ServedNode, build_mesh, stop_all, wait_until
 from .processes import shoal as run_shoal
@@ -367,6 +371,44 @@ def test_sigterm_and_sigint_stop_cleanly(tmp_path):
     finally:
         node.stop()
     del second
+
+
+def test_a_connection_that_joins_during_a_stop_is_closed_after_its_answer(tmp_path):
+    """A peer's connection accepted just before SIGTERM finishes its TLS handshake after the
+    stop began. It gets its answer and the server hangs up at once, so the stop does not
+    wait for a peer that would keep the connection alive (a CI run waited 20 s). Without
+    that, the hang-up would come only when the stop's grace period ran out."""
+    node = ServedNode("solo", tmp_path / "solo")
+    run_shoal("init", "--name", "solo", home=node.home)
+    node.start()
+    address = urlsplit(node.http)
+    raw = socket.create_connection((address.hostname, address.port), timeout=10)
+    try:
+        node.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: _refused(address), what="the stop to close the listener")
+        context = NodeTLS(node.home).client_context()
+        raw.settimeout(STOP_GRACE / 2)
+        with context.wrap_socket(raw, server_hostname=server_name("solo")) as tls:
+            tls.sendall(b"GET /health HTTP/1.1\r\nhost: solo\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 200"), answer[:200]
+        assert node.stop() == 0
+    finally:
+        raw.close()
+        node.kill()
+
+
+def _refused(address) -> bool:
+    """Whether a new connection is refused: the server closed its listener, in the same
+    step as it told the connections it had to close."""
+    try:
+        socket.create_connection((address.hostname, address.port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def test_a_node_that_hangs_fails_the_query_after_the_timeout(tmp_path):

@@ -4,13 +4,16 @@ Startup order matters for the people who run it: the home is locked (one server 
 both listeners are bound (so a busy port fails before anything is announced), then the
 node announces its endpoints and writes `<home>/run/server.json` with its real URLs (port
 0 picks free ports; tests and `shoal demo` read the file). SIGINT and SIGTERM stop it
-cleanly: listeners close, background work is cancelled, the run file is removed.
+cleanly: listeners close, background work is cancelled, the run file is removed. SIGUSR1
+prints every thread's stack to stderr (what is it doing?), and so does a stop that is still
+running after `STUCK_STOP_AFTER` seconds (what is it waiting for?).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import json
 import logging
@@ -46,6 +49,11 @@ log = logging.getLogger("shoal.server")
 DEFAULT_HTTP = "127.0.0.1:7400"
 DEFAULT_FLIGHT = "127.0.0.1:7401"
 _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 -- compared with, never bound by default
+# A stop lets requests in flight finish for this long, then drops them: an operator's
+# Ctrl-C must end the node even while a peer streams a large file from it (the peer resumes
+# the download from another holder or later).
+STOP_GRACE = 8.0
+STUCK_STOP_AFTER = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ def serve(
         if url is not None and not urlsplit(url).netloc:
             raise UsageError(f"invalid {what} URL {url!r}: want e.g. https://shop-pc:7400")
     node = Node.open(home_root)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     tls_on = node.home.settings.tls
     schemes = ("https", "grpc+tls") if tls_on else ("http", "grpc")
     for url, what, scheme in (
@@ -179,6 +188,7 @@ def serve(
             flight_listener.shutdown()
             node.fragment_client.close()
             sock.close()
+            faulthandler.cancel_dump_traceback_later()
 
 
 @dataclass
@@ -211,14 +221,18 @@ async def _main(serving: _Serving, on_ready: Callable[[dict[str, Any]], None] | 
         loop.add_signal_handler(signum, stop.set)
     sync = MeshSync(node, serving.health)
     app = create_app(node, serving.metrics, on_gossip=sync.wake)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    quiet: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        "timeout_graceful_shutdown": STOP_GRACE,
+    }
+    config = uvicorn.Config(app, **quiet)
     if serving.tls_context is not None:
         context = serving.tls_context
         config = uvicorn.Config(
             app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
+            **quiet,
             http=PeerAwareH11,
             ssl_context_factory=lambda _config, _default: context,
         )
@@ -239,6 +253,10 @@ async def _main(serving: _Serving, on_ready: Callable[[dict[str, Any]], None] | 
         on_ready(serving.info)
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("stopping")
+    faulthandler.dump_traceback_later(STUCK_STOP_AFTER)
+    watchdog = asyncio.create_task(_report_stuck_stop())
+    closer = asyncio.create_task(_close_late_connections(server))
     server.should_exit = True
     for task in tasks:
         task.cancel()
@@ -247,6 +265,50 @@ async def _main(serving: _Serving, on_ready: Callable[[dict[str, Any]], None] | 
             await task
     await running
     stopping.cancel()
+    watchdog.cancel()
+    closer.cancel()
+
+
+async def _close_late_connections(server: uvicorn.Server) -> None:
+    """Tell every connection to close once its response is sent, again and again while the
+    stop runs. uvicorn tells only those it has when the stop begins; one whose TLS handshake
+    was still running joins just after, and a peer that pings every second kept it (and
+    the stop, which waits for all connections to close) alive for ever."""
+    while True:
+        for connection in list(server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and not transport.is_closing():
+                connection.shutdown()
+        await asyncio.sleep(0.05)
+
+
+async def _report_stuck_stop() -> None:
+    """Log what every task still waits on when a stop takes too long (the thread stacks
+    faulthandler prints show only the event loop waiting)."""
+    await asyncio.sleep(STUCK_STOP_AFTER)
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is not me:
+            log.warning(
+                "still stopping after %g s: %s waits in %s",
+                STUCK_STOP_AFTER,
+                task.get_name(),
+                " > ".join(_awaiting(task.get_coro())),
+            )
+
+
+def _awaiting(awaitable: Any) -> list[str]:
+    """Where a suspended coroutine is, down the chain of what it awaits (a task's own stack
+    stops at its outermost coroutine)."""
+    places = []
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            places.append(repr(awaitable)[:200])
+            break
+        places.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return places
 
 
 def _bind(listen: Listen) -> socket.socket:
