@@ -385,3 +385,41 @@ def test_every_fragment_served_is_an_audit_entry_with_columns_and_rows(shop):
     gc.collect()
     entry = audit.read(shop.home, action="read")[-1]
     assert entry["detail"]["complete"] is False
+
+
+def test_a_row_filter_the_statistics_prove_true_is_left_out_with_the_same_rows(shop, tmp_path):
+    """`salary >= :floor` with a floor below every salary holds for every row: the node
+    serves the view without it. A new version with a salary under the floor, or a NULL one,
+    is filtered again: the proof is made per version."""
+    shop.set_policy(
+        "customers",
+        ProductPolicy.model_validate(
+            {"row_filters": [{"roles": ["analyst"], "where": "salary >= :floor"}]}
+        ),
+    )
+    low = Principal("user:eve", "analyst", "", {"floor": "10000"})
+    high = Principal("user:eve", "analyst", "", {"floor": "70000"})
+    sql = "SELECT id FROM customers ORDER BY id"
+    assert [r["id"] for r in _rows(shop, sql, low)] == [1, 2, 3, 4]
+    assert [r["id"] for r in _rows(shop, sql, high)] == [3, 4]
+    snapshot = shop.products.snapshot("customers")
+    assert shop._passes_every_row("shop", "customers", snapshot, "(salary >= '10000')")
+    assert not shop._passes_every_row("shop", "customers", snapshot, "(salary >= '70000')")
+    more = tmp_path / "more.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array([5, 6], pa.int64()),
+                "email": ["eli@shop.de", "fay@shop.de"],
+                "ssn": ["555-66-7777", "666-77-8888"],
+                "salary": pa.array([9_000.0, None], pa.float64()),
+                "region": ["eu", "eu"],
+            }
+        ),
+        more,
+    )
+    shop.publish("customers", str(more), mode="append")
+    assert [r["id"] for r in _rows(shop, sql, low)] == [1, 2, 3, 4]
+    count = "SELECT count(*) AS n FROM customers"
+    assert _rows(shop, count, low) == [{"n": 4}]
+    assert _rows(shop, count, None) == [{"n": 6}]

@@ -70,8 +70,10 @@ from shoal.products.columns import ColumnCache, columns_named
 from shoal.products.history import ProductHistory, locked_product, recover_all, verify_history
 from shoal.products.publish import Progress, check_current_data
 from shoal.products.replicas import ReplicaStore, live_files
-from shoal.products.stats import estimate_distinct, integer_bounds
+from shoal.products.stats import estimate_distinct, integer_bounds, value_ranges
+from shoal.products.store import Snapshot
 from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
+from shoal.query.always_true import always_true
 from shoal.query.bounds import scan_filter
 from shoal.query.cache import FragmentCache, ResultKey, fragment_key
 from shoal.query.profile import FragmentRun, QueryProfile, profiled_reader
@@ -105,6 +107,7 @@ class Node:
         self.seen_requests = SeenRequests()
         self._own_fingerprints: dict[str, tuple[str, int, int]] = {}
         self._views: dict[tuple[object, ...], View] = {}
+        self._proven: dict[tuple[str, str, int, str], bool] = {}
         self.products.sweep_staging()
         recover_all(self.products)
         self.replicas = ReplicaStore(home)
@@ -400,6 +403,8 @@ class Node:
             view = None
             if principal is not None and not principal.sees_everything_of(owner):
                 view = self.view_of(owner, name, snapshot.dataset.schema, principal)
+                if view.where and self._passes_every_row(owner, name, snapshot, view.where):
+                    view = replace(view, where="")
                 if view.whole or view.plain:
                     view = None  # nothing hidden from this caller
             # Hot columns come from memory; what does not fit is read from Parquet. A policy
@@ -421,6 +426,18 @@ class Node:
         session.expose(tables, views=views)
         session.lock()
         return session.run(query)
+
+    def _passes_every_row(self, owner: str, name: str, snapshot: Snapshot, where: str) -> bool:
+        """Whether the version's statistics prove row filter `where` true for every row (see
+        `query/always_true.py`), judged once per version and filter."""
+        key = (owner, name, snapshot.delta_version, where)
+        known = self._proven.get(key)
+        if known is None:
+            if len(self._proven) >= 1024:
+                self._proven.clear()
+            known = always_true(where, value_ranges(snapshot.dataset))
+            self._proven[key] = known
+        return known
 
     # -- the mesh -----------------------------------------------------------------------
     @functools.cached_property

@@ -19,15 +19,20 @@ It also carries each integer column's exact smallest and largest value, from the
 files' footers (no data is read), so a coordinator can skip a node whose rows cannot pass a
 filter such as `order_id = 42`. A column without statistics in every row group gets no
 bounds; pruning then never happens on it.
+
+`value_ranges` gives the same for every numeric column, with whether any row is NULL: what a
+serving node needs to prove a policy's row filter true for every row of a version.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-__all__ = ["SAMPLE_ROWS", "estimate_distinct", "integer_bounds"]
+__all__ = ["SAMPLE_ROWS", "ValueRange", "estimate_distinct", "integer_bounds", "value_ranges"]
 
 SAMPLE_ROWS = 100_000
 _SATURATED = 0.1  # distinct share of the sample below which a column has shown every value
@@ -87,3 +92,49 @@ def integer_bounds(dataset: pads.Dataset) -> dict[str, list[int]]:
                 seen = bounds.setdefault(name, [low, high])
                 seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
     return {name.lower(): value for name, value in bounds.items() if name not in unknown}
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The smallest and largest value of a numeric column over every row group, whether
+    any row may be NULL, and whether it is a float column (whose statistics leave out NaN)."""
+
+    low: float
+    high: float
+    nulls: bool
+    floating: bool
+
+
+def value_ranges(dataset: pads.Dataset) -> dict[str, ValueRange]:
+    """A ValueRange per numeric column (lower-case names) from the Parquet footers; a column
+    some non-empty row group has no statistics or null count for is left out."""
+    kinds = {
+        f.name: pa.types.is_floating(f.type)
+        for f in dataset.schema
+        if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    }
+    found: dict[str, ValueRange] = {}
+    unknown: set[str] = set()
+    for fragment in dataset.get_fragments():
+        metadata = getattr(fragment, "metadata", None)
+        if metadata is None:
+            return {}
+        positions = {metadata.schema.column(i).name: i for i in range(metadata.num_columns)}
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            if row_group.num_rows == 0:
+                continue
+            for name, floating in kinds.items():
+                stats = row_group.column(positions[name]).statistics if name in positions else None
+                if stats is None or not stats.has_min_max or not stats.has_null_count:
+                    unknown.add(name)
+                    continue
+                # Integers stay ints: a float would round those beyond 2**53.
+                read = float if floating else int
+                low, high, nulls = read(stats.min), read(stats.max), stats.null_count > 0
+                seen = found.get(name)
+                if seen is not None:
+                    low, high = min(seen.low, low), max(seen.high, high)
+                    nulls = nulls or seen.nulls
+                found[name] = ValueRange(low, high, nulls, floating)
+    return {name.lower(): value for name, value in found.items() if name not in unknown}
