@@ -7,6 +7,7 @@ Flight (gRPC), each as server and as client.
 
 from __future__ import annotations
 
+import itertools
 import ssl
 
 import httpx
@@ -16,11 +17,12 @@ import pytest
 from cryptography import x509
 
 from shoal import audit
+from shoal.audit.trail import entry_time
 from shoal.config import open_home
 from shoal.localmesh import LocalMesh, wait_until
 from shoal.mesh.authority import Authority, new_private_key, private_key_pem, public_key_pem
 from shoal.mesh.peers import FRAGMENT_PATH, signed_headers
-from shoal.mesh.tls import CERT_BACKDATE, NodeTLS, server_name, user_context
+from shoal.mesh.tls import CERT_BACKDATE, RENEW_WHEN_LEFT, NodeTLS, server_name, user_context
 from tests.mesh.processes import shoal
 
 from .conftest import ORDERS
@@ -210,4 +212,10 @@ def test_certificates_renew_themselves_and_the_mesh_keeps_answering(tmp_path):
         answer = local.nodes["hq"].call("POST", "/api/v1/query?format=json", json=sql)
         assert answer.json()["rows"] == [[3]]
         entries = audit.read(open_home(local.nodes["hq"].home), action="certificate")
-        assert 1 <= len(entries) <= 2 and entries[-1]["who"] == "node:berlin"  # not in a loop
+        renewals = [e for e in entries if e["who"] == "node:berlin"]
+        assert renewals and all(e["detail"]["hours"] == hours for e in renewals)
+        # Not in a loop: each renewal waits until a third of the new certificate's life
+        # is left (a second may come while the test waits for the query).
+        times = [entry_time(e) for e in renewals]
+        least = hours * 3600 * (1 - RENEW_WHEN_LEFT) - 5
+        assert all((b - a).total_seconds() >= least for a, b in itertools.pairwise(times))

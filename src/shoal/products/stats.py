@@ -26,7 +26,9 @@ serving node needs to prove a policy's row filter true for every row of a versio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,28 +71,19 @@ def integer_bounds(dataset: pads.Dataset) -> dict[str, list[int]]:
     """[min, max] per integer column (lower-case names) over every row group, from the
     Parquet footers; a column some row group has no statistics for is left out."""
     names = [f.name for f in dataset.schema if pa.types.is_integer(f.type)]
-    if not names:
+    found = _footer_statistics(dataset, names) if names else None
+    if found is None:
         return {}
     bounds: dict[str, list[int]] = {}
     unknown: set[str] = set()
-    for fragment in dataset.get_fragments():
-        metadata = getattr(fragment, "metadata", None)
-        if metadata is None:
-            return {}
-        positions = {metadata.schema.column(i).name: i for i in range(metadata.num_columns)}
-        for group in range(metadata.num_row_groups):
-            row_group = metadata.row_group(group)
-            if row_group.num_rows == 0:
-                continue
-            for name in names:
-                stats = row_group.column(positions[name]).statistics if name in positions else None
-                if stats is None or not stats.has_min_max:
-                    if stats is None or stats.null_count != row_group.num_rows:
-                        unknown.add(name)
-                    continue  # an all-NULL row group has no values to bound
-                low, high = int(stats.min), int(stats.max)
-                seen = bounds.setdefault(name, [low, high])
-                seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
+    for name, stats, rows in found:
+        if stats is None or not stats.has_min_max:
+            if stats is None or stats.null_count != rows:
+                unknown.add(name)
+            continue  # an all-NULL row group has no values to bound
+        low, high = int(stats.min), int(stats.max)
+        seen = bounds.setdefault(name, [low, high])
+        seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
     return {name.lower(): value for name, value in bounds.items() if name not in unknown}
 
 
@@ -113,28 +106,42 @@ def value_ranges(dataset: pads.Dataset) -> dict[str, ValueRange]:
         for f in dataset.schema
         if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
     }
-    found: dict[str, ValueRange] = {}
+    found = _footer_statistics(dataset, list(kinds)) if kinds else None
+    if found is None:
+        return {}
+    ranges: dict[str, ValueRange] = {}
     unknown: set[str] = set()
+    for name, stats, _ in found:
+        if stats is None or not stats.has_min_max or not stats.has_null_count:
+            unknown.add(name)
+            continue
+        # Integers stay ints: a float would round those beyond 2**53.
+        read = float if kinds[name] else int
+        low, high, nulls = read(stats.min), read(stats.max), stats.null_count > 0
+        seen = ranges.get(name)
+        if seen is not None:
+            low, high = min(seen.low, low), max(seen.high, high)
+            nulls = nulls or seen.nulls
+        ranges[name] = ValueRange(low, high, nulls, kinds[name])
+    return {name.lower(): value for name, value in ranges.items() if name not in unknown}
+
+
+def _footer_statistics(
+    dataset: pads.Dataset, names: Sequence[str]
+) -> list[tuple[str, Any, int]] | None:
+    """(column, its statistics or None, rows) for each of `names` in every non-empty row
+    group of every file, from the Parquet footers; None when a file has no footer."""
+    found = []
     for fragment in dataset.get_fragments():
         metadata = getattr(fragment, "metadata", None)
         if metadata is None:
-            return {}
+            return None
         positions = {metadata.schema.column(i).name: i for i in range(metadata.num_columns)}
         for group in range(metadata.num_row_groups):
             row_group = metadata.row_group(group)
             if row_group.num_rows == 0:
                 continue
-            for name, floating in kinds.items():
+            for name in names:
                 stats = row_group.column(positions[name]).statistics if name in positions else None
-                if stats is None or not stats.has_min_max or not stats.has_null_count:
-                    unknown.add(name)
-                    continue
-                # Integers stay ints: a float would round those beyond 2**53.
-                read = float if floating else int
-                low, high, nulls = read(stats.min), read(stats.max), stats.null_count > 0
-                seen = found.get(name)
-                if seen is not None:
-                    low, high = min(seen.low, low), max(seen.high, high)
-                    nulls = nulls or seen.nulls
-                found[name] = ValueRange(low, high, nulls, floating)
-    return {name.lower(): value for name, value in found.items() if name not in unknown}
+                found.append((name, stats, row_group.num_rows))
+    return found

@@ -52,7 +52,7 @@ _ANY_ADDRESS = ("0.0.0.0", "::")  # noqa: S104 -- compared with, never bound by 
 # A stop lets requests in flight finish for this long, then drops them: an operator's
 # Ctrl-C must end the node even while a peer streams a large file from it (the peer resumes
 # the download from another holder or later).
-STOP_GRACE = 8.0
+STOP_GRACE = 8  # whole seconds: uvicorn takes an int
 STUCK_STOP_AFTER = 10.0
 
 
@@ -221,21 +221,18 @@ async def _main(serving: _Serving, on_ready: Callable[[dict[str, Any]], None] | 
         loop.add_signal_handler(signum, stop.set)
     sync = MeshSync(node, serving.health)
     app = create_app(node, serving.metrics, on_gossip=sync.wake)
-    quiet: dict[str, Any] = {
-        "log_level": "warning",
-        "access_log": False,
-        "lifespan": "off",
-        "timeout_graceful_shutdown": STOP_GRACE,
-    }
-    config = uvicorn.Config(app, **quiet)
+    tls: dict[str, Any] = {}
     if serving.tls_context is not None:
         context = serving.tls_context
-        config = uvicorn.Config(
-            app,
-            **quiet,
-            http=PeerAwareH11,
-            ssl_context_factory=lambda _config, _default: context,
-        )
+        tls = {"http": PeerAwareH11, "ssl_context_factory": lambda _config, _default: context}
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=STOP_GRACE,
+        **tls,
+    )
     server = _Server(config)
 
     def renewed() -> None:
