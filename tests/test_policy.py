@@ -232,6 +232,40 @@ def test_a_cached_answer_is_never_given_to_another_person(shop):
     assert _rows(shop, sql, who=None, federated=True) == raw
 
 
+def _reads(node: Node) -> list[dict]:
+    return [e for e in audit.read(node.home) if e["action"] == "read"]
+
+
+def test_an_answer_from_the_cache_is_recorded_as_a_read(shop):
+    sql = "SELECT id, email FROM customers ORDER BY id"
+    first = _rows(shop, sql, federated=True)
+    served = _reads(shop)
+    assert [e["detail"].get("cached") for e in served] == [None]  # run at the data
+    # The same statement again: the whole answer comes from the cache, and says so.
+    assert _rows(shop, sql, federated=True) == first
+    again = _reads(shop)[len(served) :]
+    assert [(e["who"], e["product"]) for e in again] == [("user:eve", "shop.customers")]
+    assert again[0]["detail"] | {"fragment": "-"} == {
+        "columns": ["id", "email"],
+        "rows": 2,
+        "fragment": "-",
+        "cached": "answer",
+    }
+    # Planned and run again (explain --analyze): the fragment comes from the cache, and the
+    # line names the node whose read filled it, and the same fragment hash as that read.
+    before = len(_reads(shop))
+    shop.analyze(sql, principal=ANALYST)
+    (line,) = _reads(shop)[before:]
+    assert line["detail"]["cached"] == "fragment" and line["detail"]["from_node"] == "shop"
+    assert line["detail"]["fragment"] == served[0]["detail"]["fragment"]
+    assert line["detail"]["rows"] == 2 and line["who"] == "user:eve"
+    # A statement that reads no product leaves no read line, cached or not.
+    before = len(_reads(shop))
+    for _ in range(2):
+        _rows(shop, "SELECT 1 AS one", federated=True)
+    assert len(_reads(shop)) == before
+
+
 @pytest.mark.parametrize(
     ("policy", "message"),
     [

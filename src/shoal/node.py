@@ -931,7 +931,8 @@ class Node:
             table = self.fragment_cache.get(key)
             if table is not None:
                 profile.result_cached = True
-                return profiled_reader(table.to_reader(), profile, done)
+                answer = self._cached_answer(principal, query, table)
+                return profiled_reader(answer, profile, done)
         started = time.perf_counter()
         plan = profile.plan = self.plan(query)
         profile.planning_seconds += time.perf_counter() - started
@@ -1066,6 +1067,16 @@ class Node:
             if cached is not None:
                 if run is not None:
                     run.cached, run.node_seconds = True, 0.0
+                self._record_cached_read(
+                    principal,
+                    f"{fragment.owner}.{fragment.product}",
+                    [name for name, _ in fragment.also],
+                    cached.schema.names,
+                    cached.num_rows,
+                    _fragment_hash(fragment.sql),
+                    cached="fragment",
+                    from_node=node,
+                )
                 return cached
         started = time.perf_counter()
         if node == self.name:
@@ -1087,6 +1098,64 @@ class Node:
         if key is not None:
             self.fragment_cache.put(key, table)
         return table
+
+    def _cached_answer(
+        self, principal: Principal | None, query: str, table: pa.Table
+    ) -> pa.RecordBatchReader:
+        """A whole answer given again from the exact cache, recorded as a read here once it
+        was sent, naming every product it read (from the answer's own metadata)."""
+        read = json.loads((table.schema.metadata or {}).get(READ_METADATA.encode(), b"{}"))
+        if not read:
+            return table.to_reader()  # a statement that read no product (`SELECT 1`)
+        first, *others = sorted(read)
+
+        def record(rows: int, complete: bool) -> None:
+            self._record_cached_read(
+                principal,
+                first,
+                others,
+                table.schema.names,
+                rows,
+                _fragment_hash(query),
+                cached="answer",
+                complete=complete,
+            )
+
+        return _on_end(table.to_reader(), record)
+
+    def _record_cached_read(
+        self,
+        principal: Principal | None,
+        product: str,
+        also: list[str],
+        columns: list[str],
+        rows: int,
+        fragment: str,
+        *,
+        cached: str,
+        from_node: str | None = None,
+        complete: bool = True,
+    ) -> None:
+        """Record a read this node answered from its exact cache: the serving node saw only
+        the read that filled the cache, so without this line a repeat would leave no
+        trace. `cached` says what was given again ("fragment", whose rows `from_node`
+        served first, or a whole "answer")."""
+        if product.endswith(f".{AUDIT_PRODUCT}"):
+            return  # as at the serving node: reading the audit log is not itself recorded
+        who = principal.name if principal is not None else f"local:{self.name}"
+        audit.record(
+            self.home,
+            "read",
+            who,
+            product=product,
+            also=also or None,
+            columns=columns,
+            rows=rows,
+            complete=None if complete else False,
+            fragment=fragment,
+            cached=cached,
+            from_node=from_node,
+        )
 
     def _cache_caller(self, fragment: Fragment, principal: Principal | None) -> str:
         """Who a cached fragment result was computed for, and under which policy: another
@@ -1171,29 +1240,21 @@ class Node:
         if products == [AUDIT_PRODUCT]:
             return reader  # reading the audit log is not itself a read worth a line each time
         who = principal.name if principal is not None else f"local:{self.name}"
-        fragment = hashlib.sha256(sql.encode()).hexdigest()[:16]
 
-        def batches() -> Iterator[pa.RecordBatch]:
-            rows, complete = 0, False
-            try:
-                for batch in reader:
-                    rows += batch.num_rows
-                    yield batch
-                complete = True
-            finally:
-                audit.record(
-                    self.home,
-                    "read",
-                    who,
-                    product=f"{owner}.{products[0]}",
-                    also=products[1:] or None,
-                    columns=reader.schema.names,
-                    rows=rows,
-                    complete=None if complete else False,
-                    fragment=fragment,
-                )
+        def record(rows: int, complete: bool) -> None:
+            audit.record(
+                self.home,
+                "read",
+                who,
+                product=f"{owner}.{products[0]}",
+                also=products[1:] or None,
+                columns=reader.schema.names,
+                rows=rows,
+                complete=None if complete else False,
+                fragment=_fragment_hash(sql),
+            )
 
-        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+        return _on_end(reader, record)
 
     def _check_audit_reader(self, principal: Principal | None) -> None:
         """Only this node's owner, admins and auditors read its audit log."""
@@ -1215,6 +1276,30 @@ class Node:
         with ThreadPoolExecutor(len(inputs), thread_name_prefix="input") as pool:
             futures = {f.id: pool.submit(self.run_fragment, f, None, principal) for f in inputs}
             return {fid: future.result().read_all() for fid, future in futures.items()}
+
+
+def _on_end(
+    reader: pa.RecordBatchReader, done: Callable[[int, bool], None]
+) -> pa.RecordBatchReader:
+    """`reader`, calling `done(rows, complete)` once it was read to the end or dropped
+    (`complete` false when the caller stopped reading early)."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows, complete = 0, False
+        try:
+            for batch in reader:
+                rows += batch.num_rows
+                yield batch
+            complete = True
+        finally:
+            done(rows, complete)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _fragment_hash(sql: str) -> str:
+    """The short hash the audit log names a fragment (or a whole statement) by."""
+    return hashlib.sha256(sql.encode()).hexdigest()[:16]
 
 
 def _with_metadata(reader: pa.RecordBatchReader, extra: Mapping[str, str]) -> pa.RecordBatchReader:
