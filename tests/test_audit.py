@@ -269,6 +269,24 @@ def test_a_new_process_uses_tree_json_and_catches_up(home):
     assert audit.read(home, action=audit.TAMPER) == []
 
 
+def test_tree_json_is_written_every_so_many_entries_and_a_new_process_reads_the_rest(home):
+    from shoal.audit.trail import TREE_EVERY
+
+    tree = home.root / "audit" / "tree.json"
+    fill(home, 1)
+    first = tree.read_bytes()  # written at the first entry
+    fill(home, TREE_EVERY - 1)
+    assert tree.read_bytes() == first  # not at every append
+    fill(home, 1)
+    assert tree.read_bytes() != first
+    fill(home, 7)  # the log is now 7 entries past the tree
+    forget_tails()
+    assert audit.record(home, "publish", "cli")["seq"] == TREE_EVERY + 8
+    result = audit.verify(home)
+    assert result["entries"] == TREE_EVERY + 9
+    assert audit.read(home, action=audit.TAMPER) == []
+
+
 def test_concurrent_appends_from_threads(home):
     def work(name: str) -> None:
         for i in range(25):

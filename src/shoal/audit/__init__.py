@@ -5,8 +5,9 @@ repair a node sees is one entry of its audit log, `<home>/audit/`:
 
     entries.jsonl   one line per entry: {"entry": {...}, "signature": "<base64>"}
     checkpoint      the latest signed note `<node>/_audit`, size, root (after every append)
-    tree.json       the tree's right edge and the byte length it covers, so an append costs
-                    O(log n); derived from the entries and rebuilt whenever it disagrees
+    tree.json       the tree's right edge and the byte length it covers, written every 64
+                    entries, so a new process reads at most that many lines before its
+                    first append; derived from the entries and rebuilt whenever it disagrees
 
 An entry is canonical JSON (`shoal.log.canonical_json`) of `seq`, `time` (UTC, ms),
 `node`, `who` (the principal: `user:alice`, `node:berlin`, `cli`, `anonymous`), `action`

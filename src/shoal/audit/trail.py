@@ -57,6 +57,9 @@ AUDIT_PRODUCT = "_audit"  # the name in SQL: `<node>._audit` (no product name st
 TAMPER = "tamper"  # the action of an entry saying the node found its log altered
 REQUIRED = ("seq", "time", "node", "who", "action", "detail", "key_id", "prev")
 _RECENT_ROOTS = 16
+# tree.json only spares a new process reading the whole log, so it is written every so
+# many entries, not at each (a third of an append's cost); a process reads the rest.
+TREE_EVERY = 64
 
 Stamp = tuple[int, int, int]  # size, mtime (ns), inode
 _MISSING: Stamp = (-1, 0, 0)
@@ -73,6 +76,7 @@ class _Tail:
     roots: dict[int, bytes] = field(default_factory=dict)  # recent sizes, for the fork check
     stamp: Stamp = _MISSING
     torn: int = 0  # bytes after the last newline: an append cut short by a crash
+    saved: int = 0  # the size tree.json was last written at (by this process or read)
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def record(home: Home, action: str, who: str, **fields: Any) -> dict[str, Any]:
             evidence = {"action": TAMPER, "who": f"node:{node}", "detail": {"problem": problem}}
             _append(files, tail, key, node, evidence)
         entry = _append(files, tail, key, node, body)
-        _save_tree(files, tail)
+        if tail.saved == 0 or tail.size - tail.saved >= TREE_EVERY:
+            _save_tree(files, tail)
         _sign_checkpoint(files, tail, key, node)
     return entry
 
@@ -295,7 +300,7 @@ def _catch_up(fd: int, base: _Tail, complete: int) -> _Tail:
             last = _line_leaf(line.rstrip(b"\n"))
             frontier.push(last)
     roots = dict(base.roots) | {frontier.size: frontier.root()}
-    return _Tail(complete, frontier.size, last, frontier, roots)
+    return _Tail(complete, frontier.size, last, frontier, roots, saved=base.saved)
 
 
 def _line_leaf(line: bytes) -> bytes:
@@ -315,7 +320,8 @@ def _read_tree(files: AuditFiles) -> _Tail | None:
         size = int(data["size"])
         frontier = Frontier(size, [(int(n), bytes.fromhex(h)) for n, h in data["nodes"]])
         roots = {int(k): bytes.fromhex(v) for k, v in data["roots"].items()}
-        return _Tail(int(data["length"]), size, bytes.fromhex(data["last_leaf"]), frontier, roots)
+        last_leaf = bytes.fromhex(data["last_leaf"])
+        return _Tail(int(data["length"]), size, last_leaf, frontier, roots, saved=size)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # absent or damaged: derived data, rebuilt from the entries
 
@@ -332,6 +338,7 @@ def _save_tree(files: AuditFiles, tail: _Tail) -> None:
     tmp = files.folder / ".tree.json.tmp"
     tmp.write_bytes(canonical_json(data))
     tmp.replace(files.tree)
+    tail.saved = tail.size
 
 
 def _rfind_newline(fd: int, end: int) -> int:
