@@ -168,6 +168,24 @@ def test_sessions_sharing_a_database_see_only_their_own_tables():
     second.close()
 
 
+def test_plain_tables_in_main_are_the_sessions_own_too():
+    """A coordinator's fragment results are registered on the session's connection (no
+    view in the catalog): the same name in two sessions reads each its own rows, and a
+    third session that was given none does not find them."""
+    first, second = LockedSession(memory_limit="256MB"), LockedSession(memory_limit="256MB")
+    first.expose({("main", "f0"): pa.table({"a": [1]})}, aliases=False)
+    second.expose({("main", "f0"): pa.table({"a": [2]})}, aliases=False)
+    assert first.run("SELECT a FROM f0").read_all().column("a").to_pylist() == [1]
+    assert second.run("SELECT a FROM main.f0").read_all().column("a").to_pylist() == [2]
+    third = LockedSession(memory_limit="256MB")
+    third.expose({("main", "other"): pa.table({"a": [3]})})
+    for sql in ("SELECT a FROM f0", "SELECT a FROM temp.main.f0"):
+        with pytest.raises((NotFoundError, LockdownError)):
+            third.run(sql)
+    for session in (first, second, third):
+        session.close()
+
+
 def test_sessions_release_their_catalog_when_closed_or_dropped():
     before = _attached()
     with LockedSession(memory_limit="256MB") as s:

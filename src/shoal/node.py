@@ -76,6 +76,7 @@ from shoal.query import Fragment, QueryPlan, TableRef, execute_plan, plan_query
 from shoal.query.always_true import always_true
 from shoal.query.bounds import scan_filter
 from shoal.query.cache import FragmentCache, ResultKey, fragment_key
+from shoal.query.plan_cache import PlanCache
 from shoal.query.profile import FragmentRun, QueryProfile, profiled_reader
 from shoal.sources import KINDS, SourceOptions, open_source
 
@@ -901,9 +902,14 @@ class Node:
         )
 
     def plan(self, query: str) -> QueryPlan:
-        """Split one read-only statement into fragments per node (see docs/query.md)."""
+        """Split one read-only statement into fragments per node (see docs/query.md); a
+        statement asked again over an unchanged catalog reuses its plan."""
 
-        return plan_query(query, self.mesh_tables())
+        return self.plan_cache.plan(query, self.mesh_tables(), plan_query)
+
+    @functools.cached_property
+    def plan_cache(self) -> PlanCache:
+        return PlanCache()
 
     def query(
         self,
